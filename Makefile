@@ -1,0 +1,112 @@
+# errgroup - see README.md.  `make V=1` shows the commands.
+
+VERSION_MAJOR = 1
+VERSION       = $(VERSION_MAJOR).0.0
+PREFIX       ?= /usr/local
+DESTDIR      ?=
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+BINDIR       ?= $(PREFIX)/bin
+MANDIR       ?= $(PREFIX)/share/man
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN     = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wformat=2 -Wno-format-nonliteral $(if $(CI),-Werror)
+CFLAGS_AUTO = -std=gnu11 -Iinclude -pthread $(WARN)
+LDLIBS_AUTO = -pthread
+
+# Packages the build and the tests need; make installs the missing ones.
+DEPS = libbsd-dev libcmocka-dev valgrind pkg-config
+
+B = build
+LIB_SRCS   := $(sort $(wildcard supervisor/*.c))
+LIB_OBJS   := $(LIB_SRCS:supervisor/%.c=$(B)/pic/%.o)
+TEST_SRCS  := $(sort $(wildcard tests/test_*.c))
+TESTS      := $(TEST_SRCS:tests/%.c=$(B)/tests/%)
+EXAMPLES   := $(patsubst examples/%.c,$(B)/examples/%,$(sort $(wildcard examples/*.c)))
+
+STATIC = $(B)/liberrgroup.a
+SONAME = liberrgroup.so.$(VERSION_MAJOR)
+SHARED = $(B)/liberrgroup.so.$(VERSION)
+
+ifeq ($(V),1)
+Q =
+else
+Q = @
+endif
+
+.DELETE_ON_ERROR:
+.PHONY: all deps check memcheck demo install uninstall clean
+
+all: $(STATIC) $(SHARED) $(B)/errgroup.pc $(EXAMPLES)
+
+deps:
+	$(Q)tools/deps.sh $(DEPS)
+
+$(B)/pic/%.o: supervisor/%.c supervisor/internal.h include/errgroup.h
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_AUTO) -fPIC -fvisibility=hidden $(CFLAGS) -c -o $@ $<
+
+$(STATIC): $(LIB_OBJS)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+$(SHARED): $(LIB_OBJS) supervisor/liberrgroup.map
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=supervisor/liberrgroup.map \
+		$(CFLAGS) $(LDFLAGS) -o $@ $(LIB_OBJS) $(LDLIBS_AUTO)
+	$(Q)ln -sf liberrgroup.so.$(VERSION) $(B)/$(SONAME)
+	$(Q)ln -sf $(SONAME) $(B)/liberrgroup.so
+
+$(B)/errgroup.pc: errgroup.pc.in Makefile
+	@mkdir -p $(@D)
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+$(B)/examples/%: examples/%.c $(STATIC) include/errgroup.h
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_AUTO) $(CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC) $(LDLIBS_AUTO)
+
+# Tests link the static library, so that they can reach internal pieces
+# (the frame decoder) as well as the API.
+$(B)/tests/%: tests/%.c tests/helpers.h $(STATIC) include/errgroup.h
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_AUTO) -Isupervisor $(CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC) -lcmocka $(LDLIBS_AUTO)
+
+# The main job: checksum this tree's sources, each file in its own child.
+demo: deps all
+	$(B)/examples/checksum supervisor/*.c include/errgroup.h
+
+# Each test binary runs twice: with pidfds, and with the fallback that
+# old kernels, seccomp sandboxes and valgrind get.
+check: deps
+	$(Q)$(MAKE) --no-print-directory all $(TESTS)
+	$(Q)tools/run-tests.sh $(TESTS)
+
+memcheck: deps
+	$(Q)$(MAKE) --no-print-directory all $(TESTS)
+	$(Q)tools/memcheck.sh $(TESTS)
+
+install: all
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
+	install -m 644 include/errgroup.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
+	ln -sf liberrgroup.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/liberrgroup.so
+	install -m 644 $(B)/errgroup.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/errgroup.h \
+		$(DESTDIR)$(LIBDIR)/liberrgroup.a \
+		$(DESTDIR)$(LIBDIR)/liberrgroup.so.$(VERSION) \
+		$(DESTDIR)$(LIBDIR)/$(SONAME) \
+		$(DESTDIR)$(LIBDIR)/liberrgroup.so \
+		$(DESTDIR)$(LIBDIR)/pkgconfig/errgroup.pc
+
+clean:
+	rm -rf $(B)

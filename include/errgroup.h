@@ -1,0 +1,182 @@
+/*
+ * errgroup.h - run a group of tasks, each in its own child process, as one
+ * unit of work.
+ *
+ * This is Go's golang.org/x/sync/errgroup (Go, TryGo, SetLimit, WithContext,
+ * Wait) with process isolation: every errgroup_go() forks a child that runs
+ * the task, so a crash, a hang or a corrupted heap in the task never harms
+ * the caller.  The parent follows each child through a pidfd, the task's
+ * error comes back over a per-task socket, a limit caps how many children
+ * run at once, and with cancel-on-error the first failure stops the others
+ * (SIGTERM, then SIGKILL after a grace period).
+ *
+ * Conventions.  Functions that act return 0 (or a task index) on success and
+ * a negative errno value on failure; they never set errno.  Only
+ * errgroup_new() returns NULL and sets errno.  Every function may be called
+ * from several threads at once, except errgroup_free(), which must be the
+ * last call on a group.  A group belongs to the process that created it: in
+ * a forked child (a task included) every function on an inherited group
+ * returns -ECHILD, or does nothing, and errgroup_free() only releases memory.
+ *
+ * What a task may do.  The task runs in a child forked from the thread that
+ * called errgroup_go(), with the memory the parent had at that moment.  A
+ * child of a multi-threaded program has only one thread: locks that other
+ * threads held at the fork stay locked in it, so a task should not rely on
+ * the host's own locks (glibc's malloc and stdio are safe: glibc resets them
+ * at fork).  When the task returns, the child flushes stdio and leaves with
+ * _exit(): the host's atexit handlers never run in it.
+ */
+#ifndef ERRGROUP_H
+#define ERRGROUP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define ERRGROUP_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define ERRGROUP_PRINTF(fmt, args)
+#endif
+
+typedef struct errgroup errgroup;
+
+/* A task runs in the child.  0 means success; any other value is the
+ * task's error code and reaches the parent whole (not cut to 8 bits). */
+typedef int errgroup_task(void *arg);
+
+/* How a failed task ended.  The values are part of the ABI. */
+enum errgroup_cause {
+	ERRGROUP_RETURNED = 1, /* the task returned nonzero; code = the returned value */
+	ERRGROUP_EXITED,       /* the child exited nonzero without returning (exit(),
+	                          _exit(), an exec'd program); code = exit status, or
+	                          -1 when the status was lost (see errgroup_wait) */
+	ERRGROUP_SIGNALED,     /* killed by a signal the group did not send (a crash);
+	                          code = signal number */
+	ERRGROUP_CANCELED,     /* stopped by the group (cancel-on-error or
+	                          errgroup_cancel); code = the signal that ended it,
+	                          or its exit status */
+};
+
+struct errgroup_error {
+	int task;                  /* the index errgroup_go/try_go returned for it */
+	pid_t pid;                 /* the child's pid (already reaped: only a label) */
+	enum errgroup_cause cause;
+	int code;
+	const char *message;       /* never NULL: the task's last errgroup_errorf()
+	                              text, else a description such as
+	                              "killed by signal 11 (SIGSEGV)" or
+	                              "exited with status 3" */
+};
+
+/*
+ * errgroup_new - a new group, like Go's zero Group: no limit, no
+ * cancellation on error, a grace period of ERRGROUP_DEFAULT_GRACE_MS.
+ * Returns NULL and sets errno (ENOMEM, EMFILE, ENFILE) on failure.
+ */
+errgroup *errgroup_new(void);
+
+/*
+ * errgroup_set_limit - at most n children of this group run at once (n > 0),
+ * or no limit (n < 0, the default).  Returns 0; -EINVAL for n == 0; -EBUSY
+ * while children of the group run (as Go's SetLimit panics).
+ */
+int errgroup_set_limit(errgroup *g, int n);
+
+/*
+ * errgroup_set_cancel_on_error - Go's WithContext: when on, the first task
+ * that fails cancels the group (see errgroup_cancel).  Off by default.
+ * Returns 0.  A group with it on keeps a supervisor thread while children
+ * run, so that cancellation is prompt even while the caller is busy
+ * elsewhere; a group with it off (and never canceled) uses no thread: the
+ * caller reaps its children in errgroup_go() and errgroup_wait().
+ */
+int errgroup_set_cancel_on_error(errgroup *g, bool on);
+
+/*
+ * errgroup_set_grace_ms - how long a canceled child has between SIGTERM and
+ * SIGKILL.  0 sends SIGKILL at once.  Returns 0.
+ */
+#define ERRGROUP_DEFAULT_GRACE_MS 5000u
+int errgroup_set_grace_ms(errgroup *g, unsigned ms);
+
+/*
+ * errgroup_go - start fn(arg) in a new child process.  Blocks while the group
+ * is at its limit.  Returns the task's index (0, 1, 2... in the order the
+ * group accepted its tasks), or:
+ *   -ECANCELED  the group was canceled (before or while this call waited);
+ *               nothing was started;
+ *   -EAGAIN, -ENOMEM, -EMFILE, -ENFILE  fork, socketpair or pidfd_open
+ *               failed; nothing was started and the group is unchanged;
+ *   -ECHILD     the group was inherited from the parent process;
+ *   -EINVAL     fn is NULL.
+ * The caller's buffered stdio output is flushed before the fork, so that it
+ * is not written twice.
+ */
+int errgroup_go(errgroup *g, errgroup_task *fn, void *arg);
+
+/* errgroup_try_go - as errgroup_go, but -EAGAIN instead of blocking at the
+ * limit (Go's TryGo). */
+int errgroup_try_go(errgroup *g, errgroup_task *fn, void *arg);
+
+/*
+ * errgroup_wait - block until every child started so far has exited and
+ * been reaped.  Returns the group's first error, or NULL when none of its
+ * tasks has failed.  The first error is sticky: a group that was not
+ * canceled may be used again after wait, and a later error never replaces
+ * the first.  A child that exits with status 0 is a success, whatever it
+ * printed or sent.  If something other than the group reaps a child (the
+ * host sets SIGCHLD to SIG_IGN, or calls waitpid(-1)), the status is taken
+ * from the kernel (PIDFD_INFO_EXIT, Linux 6.15 and later); where that is
+ * not possible the task fails with ERRGROUP_EXITED, code -1, and a message
+ * that says the status was lost: never a silent success.
+ */
+const struct errgroup_error *errgroup_wait(errgroup *g);
+
+/* errgroup_error_count - how many tasks have failed so far. */
+size_t errgroup_error_count(const errgroup *g);
+
+/*
+ * errgroup_error_at - the i-th error in the order the parent recorded them;
+ * index 0 is what errgroup_wait returns.  NULL when i is out of range.  The
+ * pointers stay valid until errgroup_free.
+ */
+const struct errgroup_error *errgroup_error_at(const errgroup *g, size_t i);
+
+/*
+ * errgroup_cancel - stop the group now: every running child's process group
+ * gets SIGTERM (and SIGCONT, so that a stopped child sees it), then SIGKILL
+ * after the grace period; errgroup_go, also blocked ones, returns
+ * -ECANCELED from now on.  Cancellation is final, also after wait.  A child
+ * that then ends unsuccessfully is recorded with cause ERRGROUP_CANCELED.
+ */
+void errgroup_cancel(errgroup *g);
+
+/*
+ * errgroup_free - SIGKILL every child still running (its whole process
+ * group), reap them, and release the group.  Never leaves a zombie.
+ * errgroup_free(NULL) does nothing.  No other call on g may run or follow.
+ */
+void errgroup_free(errgroup *g);
+
+/*
+ * errgroup_errorf - in a task: set the message the parent will see if the
+ * task fails, and return code, so that a task can end with
+ *     return errgroup_errorf(2, "cannot open %s", path);
+ * The message is sent at once, so it survives a later crash; the last one
+ * sent wins.  A message of up to ERRGROUP_MESSAGE_MAX bytes arrives intact;
+ * a longer one is cut there and ends with "[... message truncated: N bytes]".
+ * Outside a task it only returns code.
+ */
+#define ERRGROUP_MESSAGE_MAX 65536
+int errgroup_errorf(int code, const char *fmt, ...) ERRGROUP_PRINTF(2, 3);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,169 @@
+/*
+ * channel.c - the group's channel: one SOCK_SEQPACKET socketpair that all
+ * of the group's tasks send their frames on, and the parent's reading of
+ * it, bounded and never blocking.
+ *
+ * One channel per group rather than per task costs a task no system call.
+ * Frames are attributed by the sender's pid, which the kernel attaches
+ * (SO_PASSCRED) and a task cannot forge without CAP_SYS_ADMIN; a frame
+ * whose pid is not a running task of the group (a grandchild's, say) is
+ * dropped.  A frame sent before the child exited is queued before its exit
+ * is visible, so reap.c drains the channel before it takes a task's
+ * status.  That drain is bounded by the channel's capacity: everything
+ * queued when it starts fits in SO_SNDBUF bytes, so a task that floods the
+ * channel cannot hold the reaper in an endless loop, and the parent keeps
+ * only each task's last message, so it cannot exhaust the parent's memory.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define CHANNEL_SNDBUF (1 << 20)
+#define MAX_PASSED_FDS 16
+#define MIN_DATAGRAM_TRUESIZE 256   /* what the kernel charges at least */
+
+int channel_open(errgroup *g)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = event_key(0, EVENT_MESSAGE) };
+	int sv[2], one = 1, size = CHANNEL_SNDBUF, r;
+	socklen_t len = sizeof size;
+
+	r = fdreg_socketpair(sv);
+	if (r < 0)
+		return r;
+	g->channel_rx = sv[0];
+	g->channel_tx = sv[1];
+	if (setsockopt(sv[0], SOL_SOCKET, SO_PASSCRED, &one, sizeof one) < 0)
+		return -errno;
+	/* Best effort: an unprivileged process gets at most wmem_max. */
+	setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+	if (getsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &size, &len) < 0)
+		return -errno;
+	g->channel_capacity = (size_t)size;
+	if (epoll_ctl(g->epoll_fd, EPOLL_CTL_ADD, sv[0], &ev) < 0)
+		return -errno;
+	return 0;
+}
+
+static void set_message(struct task *t, char *message)
+{
+	if (!message)
+		return;   /* out of memory: keep the older message */
+	free(t->message);
+	t->message = message;
+}
+
+static void malformed(struct task *t, size_t len)
+{
+	char *text;
+
+	if (asprintf(&text, "the task sent a malformed message (%zu bytes)", len) < 0)
+		text = NULL;
+	set_message(t, text);
+}
+
+static void take_frame(struct task *t, const unsigned char *buf, size_t len)
+{
+	struct frame f;
+
+	if (frame_decode(buf, len, &f) < 0) {
+		malformed(t, len);
+		return;
+	}
+	if (f.type == FRAME_RETURNED) {
+		t->returned = true;
+		t->returned_code = f.code;
+		return;
+	}
+	set_message(t, strndup(f.text, f.text_len));
+}
+
+/* Reads the sender's pid, and closes any fd a task tried to pass us. */
+static pid_t sender(struct msghdr *msg)
+{
+	pid_t pid = 0;
+
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+		if (c->cmsg_level != SOL_SOCKET)
+			continue;
+		if (c->cmsg_type == SCM_CREDENTIALS) {
+			struct ucred cred;
+
+			memcpy(&cred, CMSG_DATA(c), sizeof cred);
+			pid = cred.pid;
+		} else if (c->cmsg_type == SCM_RIGHTS) {
+			size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+			for (size_t i = 0; i < n; i++) {
+				int fd;
+
+				memcpy(&fd, CMSG_DATA(c) + i * sizeof fd, sizeof fd);
+				close(fd);
+			}
+		}
+	}
+	return pid;
+}
+
+/* Reads one datagram; returns false when the channel is empty. */
+static bool read_one(errgroup *g, size_t *bytes)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(MAX_PASSED_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} control;
+	struct msghdr msg = { 0 };
+	struct iovec iov;
+	unsigned char *buf;
+	struct task *t;
+	ssize_t size, n;
+
+	do
+		size = recv(g->channel_rx, NULL, 0, MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
+	while (size < 0 && errno == EINTR);
+	if (size < 0)
+		return false;
+	/* An oversized datagram is taken truncated and reported. */
+	buf = malloc(size > FRAME_MAX ? FRAME_MAX : size > 0 ? (size_t)size : 1);
+	if (!buf)
+		return false;
+	iov.iov_base = buf;
+	iov.iov_len = size > FRAME_MAX ? FRAME_MAX : (size_t)size;
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = control.buf;
+	msg.msg_controllen = sizeof control.buf;
+	do
+		n = recvmsg(g->channel_rx, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		free(buf);
+		return false;
+	}
+	*bytes += (size_t)size + MIN_DATAGRAM_TRUESIZE;
+	t = task_find_pid(g, sender(&msg));
+	if (t) {
+		if (size > FRAME_MAX || (msg.msg_flags & MSG_TRUNC))
+			malformed(t, (size_t)size);
+		else
+			take_frame(t, buf, (size_t)n);
+	}
+	free(buf);
+	return true;
+}
+
+/* Reads what the channel holds now, up to its capacity.  Lock held. */
+void channel_drain(errgroup *g)
+{
+	size_t bytes = 0;
+
+	while (bytes <= g->channel_capacity && read_one(g, &bytes))
+		;
+}

@@ -1,0 +1,232 @@
+/*
+ * group.c - the group object: creation, settings, the error list, and
+ * errgroup_free.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int task_compare(const struct task *a, const struct task *b)
+{
+	return (a->index > b->index) - (a->index < b->index);
+}
+
+RB_GENERATE(task_tree, task, by_index, task_compare)
+
+int task_compare_pid(const struct task *a, const struct task *b)
+{
+	return (a->pid > b->pid) - (a->pid < b->pid);
+}
+
+RB_GENERATE(pid_tree, task, by_pid, task_compare_pid)
+
+uint64_t event_key(int index, enum event_kind kind)
+{
+	return ((uint64_t)(uint32_t)index << 2) | kind;
+}
+
+struct task *task_find(errgroup *g, int index)
+{
+	struct task key = { .index = index };
+
+	return RB_FIND(task_tree, &g->tasks, &key);
+}
+
+struct task *task_find_pid(errgroup *g, pid_t pid)
+{
+	struct task key = { .pid = pid };
+
+	return RB_FIND(pid_tree, &g->tasks_by_pid, &key);
+}
+
+/* A group inherited through fork() must not act: its children are not the
+ * inheritor's, and its fds were closed in the child (fdreg.c). */
+bool group_is_foreign(const errgroup *g)
+{
+	return g->owner != getpid();
+}
+
+EXPORT errgroup *errgroup_new(void)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	errgroup *g;
+	int r;
+
+	g = calloc(1, sizeof *g);
+	if (!g)
+		return NULL;
+	pthread_mutex_init(&g->lock, NULL);
+	pthread_cond_init(&g->changed, NULL);
+	g->owner = getpid();
+	g->limit = -1;
+	g->grace_ms = ERRGROUP_DEFAULT_GRACE_MS;
+	g->wake_fd = -1;
+	g->channel_rx = -1;
+	g->channel_tx = -1;
+	RB_INIT(&g->tasks);
+	RB_INIT(&g->tasks_by_pid);
+
+	g->epoll_fd = fdreg_epoll_create();
+	if (g->epoll_fd < 0) {
+		r = g->epoll_fd;
+		goto fail;
+	}
+	g->wake_fd = fdreg_eventfd();
+	if (g->wake_fd < 0) {
+		r = g->wake_fd;
+		goto fail_close_epoll;
+	}
+	ev.data.u64 = event_key(0, EVENT_WAKE);
+	if (epoll_ctl(g->epoll_fd, EPOLL_CTL_ADD, g->wake_fd, &ev) < 0) {
+		r = -errno;
+		goto fail_close_wake;
+	}
+	r = channel_open(g);
+	if (r < 0)
+		goto fail_close_channel;
+	return g;
+
+fail_close_channel:
+	fdreg_close(g->channel_rx);
+	fdreg_close(g->channel_tx);
+fail_close_wake:
+	fdreg_close(g->wake_fd);
+fail_close_epoll:
+	fdreg_close(g->epoll_fd);
+fail:
+	pthread_cond_destroy(&g->changed);
+	pthread_mutex_destroy(&g->lock);
+	free(g);
+	errno = -r;
+	return NULL;
+}
+
+EXPORT int errgroup_set_limit(errgroup *g, int n)
+{
+	int r = 0;
+
+	if (n == 0)
+		return -EINVAL;
+	pthread_mutex_lock(&g->lock);
+	if (group_is_foreign(g))
+		r = -ECHILD;
+	else if (g->running + g->starting > 0)
+		r = -EBUSY;
+	else
+		g->limit = n < 0 ? -1 : n;
+	pthread_mutex_unlock(&g->lock);
+	return r;
+}
+
+EXPORT int errgroup_set_cancel_on_error(errgroup *g, bool on)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&g->lock);
+	if (group_is_foreign(g))
+		r = -ECHILD;
+	else
+		g->cancel_on_error = on;
+	pthread_mutex_unlock(&g->lock);
+	return r;
+}
+
+EXPORT int errgroup_set_grace_ms(errgroup *g, unsigned ms)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&g->lock);
+	if (group_is_foreign(g))
+		r = -ECHILD;
+	else
+		g->grace_ms = ms;
+	pthread_mutex_unlock(&g->lock);
+	return r;
+}
+
+/* The lock guards the list; it is taken through a cast because reading
+ * from a const group still has to wait for a writer. */
+EXPORT size_t errgroup_error_count(const errgroup *g)
+{
+	errgroup *m = (errgroup *)g;
+	size_t n;
+
+	pthread_mutex_lock(&m->lock);
+	n = g->error_count;
+	pthread_mutex_unlock(&m->lock);
+	return n;
+}
+
+EXPORT const struct errgroup_error *errgroup_error_at(const errgroup *g, size_t i)
+{
+	errgroup *m = (errgroup *)g;
+	const struct errgroup_error *e = NULL;
+
+	pthread_mutex_lock(&m->lock);
+	if (i < g->error_count)
+		e = &g->errors[i]->public;
+	pthread_mutex_unlock(&m->lock);
+	return e;
+}
+
+/* Waits for a child we just sent SIGKILL; it cannot take long. */
+static void reap_killed(struct task *t)
+{
+	siginfo_t si;
+	int r;
+
+	do {
+		if (t->pidfd >= 0)
+			r = waitid(P_PIDFD, (id_t)t->pidfd, &si, WEXITED);
+		else
+			r = waitid(P_PID, (id_t)t->pid, &si, WEXITED);
+	} while (r < 0 && errno == EINTR);
+}
+
+EXPORT void errgroup_free(errgroup *g)
+{
+	struct task *t, *next;
+	bool owner;
+
+	if (!g)
+		return;
+	owner = !group_is_foreign(g);
+	if (owner)
+		supervisor_stop(g);
+	RB_FOREACH_SAFE(t, task_tree, &g->tasks, next) {
+		RB_REMOVE(task_tree, &g->tasks, t);
+		RB_REMOVE(pid_tree, &g->tasks_by_pid, t);
+		if (owner) {
+			task_signal(t, SIGKILL);
+			reap_killed(t);
+			task_free(t);
+		} else {
+			/* The fds were closed at fork; the numbers may be
+			 * someone else's now. */
+			free(t->message);
+			free(t);
+		}
+	}
+	if (owner) {
+		fdreg_close(g->channel_rx);
+		fdreg_close(g->channel_tx);
+		fdreg_close(g->wake_fd);
+		fdreg_close(g->epoll_fd);
+	}
+	for (size_t i = 0; i < g->error_count; i++) {
+		struct recorded_error *e = g->errors[i];
+
+		if (e->public.message != e->description)
+			free((char *)e->public.message);
+		free(e);
+	}
+	free(g->errors);
+	pthread_cond_destroy(&g->changed);
+	pthread_mutex_destroy(&g->lock);
+	free(g);
+}

@@ -1,0 +1,172 @@
+/*
+ * internal.h - the library's private declarations.
+ *
+ * The big picture.  A group (struct errgroup) owns one epoll instance and
+ * one SOCK_SEQPACKET socketpair, its channel: every task sends its frames
+ * (frame.c) on the shared end, and the kernel stamps each with the
+ * sender's pid, which is how the parent tells whose frame it is
+ * (channel.c).  Each running task owns a pidfd, in the epoll set one-shot
+ * with the task's index as key, and the write end of a pipe, its lifeline:
+ * the parent writes one byte to open the child's start gate once it holds
+ * the pidfd, and never writes again; when the parent process dies, the
+ * pipe loses its writer and the kernel sends SIGKILL to the task's process
+ * group (child.c).
+ *
+ * Whoever waits reaps: a thread blocked in errgroup_go() at the limit or in
+ * errgroup_wait() takes the "poller" role (poll.c) and handles the group's
+ * events itself, so a plain group costs no thread and no hand-off.  When
+ * something must happen while no caller waits (cancel-on-error, the SIGKILL
+ * after a grace period), the group starts a supervisor thread
+ * (supervisor.c), which then keeps the poller role for good.
+ *
+ * Locking.  g->lock protects every field of the group and of its tasks,
+ * except those marked otherwise.  It is never held across fork() or a
+ * blocking epoll_wait().  The fd registry (fdreg.c) has its own lock, taken
+ * inside g->lock, never the other way round.
+ */
+#ifndef ERRGROUP_INTERNAL_H
+#define ERRGROUP_INTERNAL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <bsd/sys/tree.h>
+
+#include "errgroup.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* An error as the group keeps it: the public part, and room for the
+ * description so that recording an error never allocates. */
+struct recorded_error {
+	struct errgroup_error public;
+	char description[128];     /* public.message points here, or to the
+	                              task's own message (then heap-allocated) */
+};
+
+/* A running task: started, not yet reaped. */
+struct task {
+	RB_ENTRY(task) by_index;
+	int index;
+	pid_t pid;
+	RB_ENTRY(task) by_pid;
+	int pidfd;                  /* -1 when the kernel offers no pidfds */
+	int lifeline;               /* write end of the child's lifeline pipe */
+	bool signaled;              /* the group sent it SIGTERM or SIGKILL */
+	bool returned;              /* it sent a RETURNED frame: */
+	int returned_code;          /*   fn's return value */
+	char *message;              /* the last message it sent, or NULL */
+	struct recorded_error *error;   /* allocated at start, so that a failure
+	                                   can always be recorded */
+};
+
+RB_HEAD(task_tree, task);
+int task_compare(const struct task *a, const struct task *b);
+RB_PROTOTYPE(task_tree, task, by_index, task_compare)
+RB_HEAD(pid_tree, task);
+int task_compare_pid(const struct task *a, const struct task *b);
+RB_PROTOTYPE(pid_tree, task, by_pid, task_compare_pid)
+
+struct errgroup {
+	pthread_mutex_t lock;
+	pthread_cond_t changed;     /* broadcast when a task ends, the poller role
+	                               frees, or the group is canceled */
+	pid_t owner;                /* the process that created the group */
+	int epoll_fd;
+	int wake_fd;                /* eventfd: pulls the poller out of epoll_wait */
+	int channel_rx;             /* the group's end of the channel (SO_PASSCRED) */
+	int channel_tx;             /* the tasks' end; children keep it */
+	size_t channel_capacity;    /* bytes the channel can hold (SO_SNDBUF) */
+
+	int limit;                  /* < 0: none */
+	bool cancel_on_error;
+	unsigned grace_ms;
+
+	int next_index;
+	int starting;               /* go() calls between reserving a slot and
+	                               inserting their task (fork in progress) */
+	int running;                /* tasks in the trees */
+	struct task_tree tasks;
+	struct pid_tree tasks_by_pid;
+
+	bool canceled;
+	uint64_t kill_at_ns;        /* when canceled tasks get SIGKILL; 0: not pending */
+
+	struct recorded_error **errors;   /* each allocated alone: pointers stay
+	                                     valid; capacity covers every
+	                                     running task (start.c) */
+	size_t error_count, error_capacity;
+
+	bool polling;               /* a thread holds the poller role */
+	bool has_supervisor;        /* the supervisor thread exists (and polls) */
+	bool stopping;              /* errgroup_free asks the supervisor to leave */
+	pthread_t supervisor;
+};
+
+/* epoll keys: the task's index and which fd fired (MESSAGE and WAKE are
+ * the group's). */
+enum event_kind { EVENT_EXIT = 0, EVENT_MESSAGE = 1, EVENT_WAKE = 2 };
+uint64_t event_key(int index, enum event_kind kind);
+
+/* group.c */
+bool group_is_foreign(const errgroup *g);
+struct task *task_find(errgroup *g, int index);
+struct task *task_find_pid(errgroup *g, pid_t pid);
+
+/* child.c: runs in the child after fork; never returns. */
+_Noreturn void child_run(int channel, int lifeline, errgroup_task *fn, void *arg);
+
+/* channel.c: read what the tasks sent (bounded: see channel.c). */
+int channel_open(errgroup *g);
+void channel_drain(errgroup *g);
+
+/* reap.c */
+bool reap_task(errgroup *g, struct task *t);
+void task_free(struct task *t);
+
+/* poll.c */
+uint64_t now_ns(void);
+typedef bool poll_done_fn(errgroup *g, void *arg);
+void poll_until(errgroup *g, poll_done_fn *done, void *arg, bool as_supervisor);
+void poll_ready(errgroup *g);
+void wake_poller(errgroup *g);
+
+/* cancel.c */
+void group_cancel_locked(errgroup *g);
+void cancel_escalate(errgroup *g);
+void task_signal(struct task *t, int sig);
+
+/* supervisor.c */
+int supervisor_ensure(errgroup *g);
+void supervisor_stop(errgroup *g);
+
+/* frame.c: the wire format of a task's messages (see frame.c). */
+enum frame_type { FRAME_MESSAGE = 1, FRAME_RETURNED = 2 };
+struct frame {
+	enum frame_type type;
+	int code;
+	const char *text;           /* points into the decoded buffer; NUL-free */
+	size_t text_len;
+};
+#define FRAME_HEADER_SIZE 16
+#define FRAME_TRUNCATION_MARKER_MAX 64
+#define FRAME_MAX (FRAME_HEADER_SIZE + ERRGROUP_MESSAGE_MAX + FRAME_TRUNCATION_MARKER_MAX)
+size_t frame_encode_header(unsigned char *buf, enum frame_type type, int code, size_t text_len);
+int frame_decode(const unsigned char *buf, size_t len, struct frame *ret);
+
+/* fdreg.c: every fd the library creates, so that children close them all. */
+int fdreg_socketpair(int ret[2]);
+int fdreg_pipe(int ret[2]);
+int fdreg_epoll_create(void);
+int fdreg_eventfd(void);
+int fdreg_pidfd_open(pid_t pid);
+void fdreg_close(int fd);
+void fdreg_set_fork_keep(int a, int b);
+
+/* pidfd.c */
+bool pidfd_supported(void);
+int pidfd_signal_group(int pidfd, int sig);
+int pidfd_exit_status(int pidfd, int *ret_wstatus);
+
+#endif

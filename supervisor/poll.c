@@ -1,0 +1,174 @@
+/*
+ * poll.c - the poller role: one thread at a time waits on the group's
+ * epoll set and handles what it reports (exits, messages, timers).
+ *
+ * Whoever needs the group to progress takes the role: errgroup_wait, an
+ * errgroup_go blocked at the limit, or the supervisor thread.  The others
+ * sleep on g->changed, which the poller broadcasts after every round, so
+ * that each of them re-checks its own condition and one takes the role
+ * when the poller leaves.  Once a group has a supervisor thread, it alone
+ * polls, so that events are handled while no caller waits.
+ *
+ * Events are one-shot and keyed by task index, which the group never
+ * reuses.  An event for a task that is gone (its fd was still shared with
+ * a child that had not yet closed it at fork, see fdreg.c) finds no task
+ * and is dropped; a one-shot registration fires at most once, so such a
+ * stale registration cannot spin the poller.
+ *
+ * Without pidfds (old kernels, valgrind, seccomp), exits are noticed by
+ * the lifeline pipe losing its reader and, because the child closes its
+ * files a moment before it becomes reapable (and a task may hand the read
+ * end on), by a sweep of waitid(WNOHANG) every FALLBACK_SWEEP_MS.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define MAX_EVENTS 64
+#define FALLBACK_SWEEP_MS 20
+
+uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void wake_poller(errgroup *g)
+{
+	uint64_t one = 1;
+	ssize_t n;
+
+	do
+		n = write(g->wake_fd, &one, sizeof one);
+	while (n < 0 && errno == EINTR);
+}
+
+static void rearm(errgroup *g, int fd, uint64_t key, uint32_t events)
+{
+	struct epoll_event ev = { .events = events | EPOLLONESHOT, .data.u64 = key };
+
+	epoll_ctl(g->epoll_fd, EPOLL_CTL_MOD, fd, &ev);
+}
+
+static int timeout_ms(errgroup *g)
+{
+	int timeout = -1;
+	uint64_t now;
+
+	if (g->kill_at_ns) {
+		now = now_ns();
+		if (g->kill_at_ns <= now)
+			return 0;
+		/* Round up: waking early would only spin. */
+		timeout = (int)((g->kill_at_ns - now + 999999) / 1000000);
+	}
+	if (!pidfd_supported() && g->running > 0 &&
+	    (timeout < 0 || timeout > FALLBACK_SWEEP_MS))
+		timeout = FALLBACK_SWEEP_MS;
+	return timeout;
+}
+
+static void handle_event(errgroup *g, uint64_t key)
+{
+	struct task *t;
+
+	switch ((enum event_kind)(key & 3)) {
+	case EVENT_WAKE: {
+		uint64_t count;
+
+		/* EAGAIN: an earlier round took it already. */
+		if (read(g->wake_fd, &count, sizeof count) < 0)
+			return;
+		return;
+	}
+	case EVENT_MESSAGE:
+		channel_drain(g);
+		return;
+	case EVENT_EXIT:
+		t = task_find(g, (int)(key >> 2));
+		/* Without pidfds the lifeline reports the exit; the sweep
+		 * takes over if the child had not quite exited yet. */
+		if (t && !reap_task(g, t) && t->pidfd >= 0)
+			rearm(g, t->pidfd, key, EPOLLIN);
+		return;
+	}
+}
+
+static void sweep(errgroup *g)
+{
+	struct task *t, *next;
+
+	RB_FOREACH_SAFE(t, task_tree, &g->tasks, next)
+		reap_task(g, t);
+}
+
+/* One round: wait up to the next timer (or not at all), handle what came.
+ * Called with the lock held and the role taken; returns likewise. */
+static void round_once(errgroup *g, bool block)
+{
+	struct epoll_event events[MAX_EVENTS];
+	int n, timeout = block ? timeout_ms(g) : 0;
+
+	pthread_mutex_unlock(&g->lock);
+	n = epoll_wait(g->epoll_fd, events, MAX_EVENTS, timeout);
+	pthread_mutex_lock(&g->lock);
+	for (int i = 0; i < n; i++)
+		handle_event(g, events[i].data.u64);
+	if (!pidfd_supported())
+		sweep(g);
+	if (g->kill_at_ns && g->kill_at_ns <= now_ns())
+		cancel_escalate(g);
+}
+
+void poll_until(errgroup *g, poll_done_fn *done, void *arg, bool as_supervisor)
+{
+	while (!done(g, arg)) {
+		if (g->polling || (g->has_supervisor && !as_supervisor)) {
+			pthread_cond_wait(&g->changed, &g->lock);
+			continue;
+		}
+		g->polling = true;
+		round_once(g, true);
+		g->polling = false;
+		pthread_cond_broadcast(&g->changed);
+	}
+}
+
+/* Handles whatever is ready now, if no one else is polling: keeps a group
+ * whose caller never blocks from piling up zombies and fds. */
+void poll_ready(errgroup *g)
+{
+	if (g->polling || g->has_supervisor || g->running == 0)
+		return;
+	g->polling = true;
+	round_once(g, false);
+	g->polling = false;
+	pthread_cond_broadcast(&g->changed);
+}
+
+static bool all_reaped(errgroup *g, void *unused)
+{
+	(void)unused;
+	return g->running == 0 && g->starting == 0;
+}
+
+EXPORT const struct errgroup_error *errgroup_wait(errgroup *g)
+{
+	const struct errgroup_error *first = NULL;
+
+	pthread_mutex_lock(&g->lock);
+	if (!group_is_foreign(g)) {
+		poll_until(g, all_reaped, NULL, false);
+		if (g->error_count > 0)
+			first = &g->errors[0]->public;
+	}
+	pthread_mutex_unlock(&g->lock);
+	return first;
+}

@@ -1,0 +1,223 @@
+/*
+ * start.c - errgroup_go and errgroup_try_go: take a slot, fork the child,
+ * and put the new task under watch.
+ *
+ * The slot is reserved under the group lock (g->starting), the fork runs
+ * without it (forking a large host takes long, and the poller must go on
+ * meanwhile), and the task gets its index and enters the tree under the
+ * lock again.  A cancel that comes while the fork runs is applied to the
+ * new task as soon as it is in the tree.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static bool slot_free(errgroup *g, void *unused)
+{
+	(void)unused;
+	return g->canceled || g->limit < 0 || g->running + g->starting < g->limit;
+}
+
+/* Kills and reaps a child that never became a task; it is ours and not
+ * yet reaped, so its pid cannot have been reused. */
+static void abort_child(pid_t pid)
+{
+	int r;
+
+	kill(pid, SIGKILL);
+	do
+		r = waitpid(pid, NULL, 0);
+	while (r < 0 && errno == EINTR);
+}
+
+/* Makes room in the error list for every task that may fail, so that
+ * recording an error never fails for want of memory.  Lock held. */
+static int reserve_errors(errgroup *g)
+{
+	size_t need = g->error_count + (size_t)g->running + (size_t)g->starting + 1;
+	struct recorded_error **grown;
+	size_t capacity;
+
+	if (need <= g->error_capacity)
+		return 0;
+	capacity = g->error_capacity ? g->error_capacity * 2 : 16;
+	while (capacity < need)
+		capacity *= 2;
+	grown = realloc(g->errors, capacity * sizeof *grown);
+	if (!grown)
+		return -ENOMEM;
+	g->errors = grown;
+	g->error_capacity = capacity;
+	return 0;
+}
+
+/* Forks the child and opens its gate.  Runs without the group lock; the
+ * channel's fds live as long as the group. */
+static int spawn(errgroup *g, errgroup_task *fn, void *arg, struct task **ret)
+{
+	static const char gate = 0;
+	sigset_t all, saved;
+	struct task *t;
+	int lifeline[2], r;
+	pid_t pid;
+
+	t = calloc(1, sizeof *t);
+	if (!t)
+		return -ENOMEM;
+	t->error = calloc(1, sizeof *t->error);
+	if (!t->error) {
+		free(t);
+		return -ENOMEM;
+	}
+	t->pidfd = -1;
+	r = fdreg_pipe(lifeline);
+	if (r < 0)
+		goto fail_free;
+
+	/* Output the host buffered would otherwise be written by the child
+	 * too, when the task flushes stdio. */
+	fflush(NULL);
+	/* No host signal handler may run in the child before it resets
+	 * the dispositions; the child unblocks once it has. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &saved);
+	fdreg_set_fork_keep(g->channel_tx, lifeline[0]);
+	pid = fork();
+	if (pid == 0)
+		child_run(g->channel_tx, lifeline[0], fn, arg);
+	r = -errno;
+	fdreg_set_fork_keep(-1, -1);
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	fdreg_close(lifeline[0]);
+	if (pid < 0)
+		goto fail_close;
+
+	t->pid = pid;
+	t->lifeline = lifeline[1];
+	if (pidfd_supported()) {
+		t->pidfd = fdreg_pidfd_open(pid);
+		if (t->pidfd < 0) {
+			r = t->pidfd;
+			goto fail_abort;
+		}
+	}
+	if (write(lifeline[1], &gate, 1) != 1) {
+		r = -errno;
+		goto fail_close_pidfd;
+	}
+	*ret = t;
+	return 0;
+
+fail_close_pidfd:
+	fdreg_close(t->pidfd);
+fail_abort:
+	abort_child(pid);
+fail_close:
+	fdreg_close(lifeline[1]);
+fail_free:
+	free(t->error);
+	free(t);
+	return r;
+}
+
+/* Puts the task's exit in the group's epoll set: the pidfd turns readable
+ * when the child has exited.  Without pidfds, the lifeline's write end
+ * reports an error once no reader is left, which is the child's exit
+ * unless it handed the read end on (poll.c sweeps for those). */
+static int watch(errgroup *g, struct task *t)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT,
+				  .data.u64 = event_key(t->index, EVENT_EXIT) };
+
+	if (t->pidfd >= 0)
+		return epoll_ctl(g->epoll_fd, EPOLL_CTL_ADD, t->pidfd, &ev) < 0 ? -errno : 0;
+	ev.events = EPOLLONESHOT;   /* EPOLLERR is always reported */
+	return epoll_ctl(g->epoll_fd, EPOLL_CTL_ADD, t->lifeline, &ev) < 0 ? -errno : 0;
+}
+
+static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
+{
+	struct task *t = NULL;
+	int r, index;
+
+	if (!fn)
+		return -EINVAL;
+	pthread_mutex_lock(&g->lock);
+	if (group_is_foreign(g)) {
+		r = -ECHILD;
+		goto out;
+	}
+	poll_ready(g);
+	if (!slot_free(g, NULL)) {
+		if (!block) {
+			r = -EAGAIN;
+			goto out;
+		}
+		poll_until(g, slot_free, NULL, false);
+	}
+	if (g->canceled) {
+		r = -ECANCELED;
+		goto out;
+	}
+	if (g->cancel_on_error) {
+		r = supervisor_ensure(g);
+		if (r < 0)
+			goto out;
+	}
+	r = reserve_errors(g);
+	if (r < 0)
+		goto out;
+	g->starting++;
+	pthread_mutex_unlock(&g->lock);
+
+	r = spawn(g, fn, arg, &t);
+
+	pthread_mutex_lock(&g->lock);
+	g->starting--;
+	if (r < 0) {
+		/* A poller waiting for this start to end has no event coming. */
+		if (g->polling)
+			wake_poller(g);
+		pthread_cond_broadcast(&g->changed);
+		goto out;
+	}
+	t->index = g->next_index++;
+	r = watch(g, t);
+	if (r < 0) {
+		g->next_index--;
+		if (g->polling)
+			wake_poller(g);
+		pthread_cond_broadcast(&g->changed);
+		pthread_mutex_unlock(&g->lock);
+		abort_child(t->pid);
+		task_free(t);
+		return r;
+	}
+	RB_INSERT(task_tree, &g->tasks, t);
+	RB_INSERT(pid_tree, &g->tasks_by_pid, t);
+	g->running++;
+	index = t->index;
+	if (g->canceled)
+		group_cancel_locked(g);   /* applies the cancel to the new task */
+	r = index;
+out:
+	pthread_mutex_unlock(&g->lock);
+	return r;
+}
+
+EXPORT int errgroup_go(errgroup *g, errgroup_task *fn, void *arg)
+{
+	return start_task(g, fn, arg, true);
+}
+
+EXPORT int errgroup_try_go(errgroup *g, errgroup_task *fn, void *arg)
+{
+	return start_task(g, fn, arg, false);
+}
