@@ -1,0 +1,90 @@
+/*
+ * helpers.h - what the tests share.
+ *
+ * A cmocka assert that fails in a forked child jumps into the child's copy
+ * of the test runner while the parent reports success, so tasks never
+ * assert: they report through their return value, their exit status, a
+ * pipe or shared memory, and only the parent asserts.  Tests synchronise
+ * with pipes and shared memory, never with sleeps.
+ */
+#ifndef TESTS_HELPERS_H
+#define TESTS_HELPERS_H
+
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "errgroup.h"
+
+/* Memory that the test and its tasks share: counters a task can raise. */
+static inline void *shared_alloc(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	assert_true(p != MAP_FAILED);
+	memset(p, 0, size);
+	return p;
+}
+
+static inline void shared_free(void *p, size_t size)
+{
+	munmap(p, size);
+}
+
+/* How many fds this process has open. */
+static inline int open_fd_count(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1;   /* the directory's own fd */
+}
+
+/* True when this process has no child at all, zombie or alive. */
+static inline bool no_children_left(void)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof si);
+	return waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD;
+}
+
+/* A pipe a test can block tasks on: a task reads a byte from gate[0];
+ * the test releases n tasks by writing n bytes to gate[1]. */
+static inline void gate_open_n(int fd, int n)
+{
+	for (int i = 0; i < n; i++)
+		assert_int_equal(write(fd, "x", 1), 1);
+}
+
+static inline int read_byte(int fd)
+{
+	char c;
+	ssize_t r;
+
+	do
+		r = read(fd, &c, 1);
+	while (r < 0 && errno == EINTR);
+	return r == 1 ? (unsigned char)c : -1;
+}
+
+#endif
