@@ -1,0 +1,529 @@
+/*
+ * test_group.c - the group's core semantics: Go's own errgroup tests
+ * ported (TestZeroGroup, TestTryGo, TestGoLimit, TestCancelCause), and how
+ * each way a task can end becomes an error.
+ */
+#include "helpers.h"
+
+#include <sched.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+
+static int succeed(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+/* arg is the code to fail with, 0 for success. */
+static int fail_with(void *arg)
+{
+	int code = (int)(intptr_t)arg;
+
+	return code ? errgroup_errorf(code, "task failed with %d", code) : 0;
+}
+
+/* TestZeroGroup: a new group works; wait returns the first error seen so
+ * far, and a later error never replaces it, across reuse. */
+static void test_zero_group_first_error_is_sticky(void **state)
+{
+	static const int cases[][3] = {
+		{ 0 }, { 0, 0 }, { 5 }, { 5, 0 }, { 5, 0, 6 },
+	};
+	static const int lengths[] = { 0, 1, 1, 2, 3 };
+	(void)state;
+
+	for (size_t c = 0; c < sizeof lengths / sizeof *lengths; c++) {
+		errgroup *g = errgroup_new();
+		int first = 0;
+
+		assert_non_null(g);
+		for (int i = 0; i < lengths[c]; i++) {
+			const struct errgroup_error *e;
+
+			assert_true(errgroup_go(g, fail_with, (void *)(intptr_t)cases[c][i]) >= 0);
+			e = errgroup_wait(g);
+			if (!first)
+				first = cases[c][i];
+			if (!first) {
+				assert_null(e);
+				continue;
+			}
+			assert_non_null(e);
+			assert_int_equal(e->cause, ERRGROUP_RETURNED);
+			assert_int_equal(e->code, first);
+			assert_ptr_equal(e, errgroup_error_at(g, 0));
+		}
+		errgroup_free(g);
+	}
+}
+
+static void test_go_returns_indices_in_order_of_acceptance(void **state)
+{
+	errgroup *g = errgroup_new();
+	(void)state;
+
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(errgroup_go(g, succeed, NULL), i);
+	assert_null(errgroup_wait(g));
+	assert_int_equal(errgroup_try_go(g, succeed, NULL), 5);
+	assert_null(errgroup_wait(g));
+	errgroup_free(g);
+}
+
+/* Blocks until the test writes a byte to the pipe whose read end is arg. */
+static int block_on_pipe(void *arg)
+{
+	return read_byte((int)(intptr_t)arg) < 0;
+}
+
+/* TestTryGo: at the limit try_go refuses with -EAGAIN, and succeeds again
+ * once the tasks are done; the limit can change after wait. */
+static void test_try_go_at_the_limit(void **state)
+{
+	enum { LIMIT = 8 };
+	errgroup *g = errgroup_new();
+	int p[2];
+	(void)state;
+
+	assert_int_equal(pipe(p), 0);
+	assert_int_equal(errgroup_set_limit(g, LIMIT), 0);
+	for (int i = 0; i < LIMIT; i++)
+		assert_int_equal(errgroup_try_go(g, block_on_pipe, (void *)(intptr_t)p[0]), i);
+	assert_int_equal(errgroup_try_go(g, succeed, NULL), -EAGAIN);
+	assert_int_equal(errgroup_set_limit(g, 1), -EBUSY);
+	gate_open_n(p[1], LIMIT);
+	assert_null(errgroup_wait(g));
+
+	assert_true(errgroup_try_go(g, succeed, NULL) >= 0);
+	assert_null(errgroup_wait(g));
+	assert_int_equal(errgroup_set_limit(g, 1), 0);
+	assert_true(errgroup_try_go(g, block_on_pipe, (void *)(intptr_t)p[0]) >= 0);
+	assert_int_equal(errgroup_try_go(g, succeed, NULL), -EAGAIN);
+	gate_open_n(p[1], 1);
+	assert_null(errgroup_wait(g));
+	errgroup_free(g);
+	close(p[0]);
+	close(p[1]);
+}
+
+static void test_set_limit_zero_is_einval(void **state)
+{
+	errgroup *g = errgroup_new();
+	(void)state;
+
+	assert_int_equal(errgroup_set_limit(g, 0), -EINVAL);
+	assert_int_equal(errgroup_set_limit(g, -1), 0);
+	assert_int_equal(errgroup_set_limit(g, 3), 0);
+	errgroup_free(g);
+}
+
+struct limit_counter {
+	atomic_int active;
+	atomic_int max_active;
+	atomic_int ran;
+};
+
+static int count_active(void *arg)
+{
+	struct limit_counter *c = arg;
+	int now = atomic_fetch_add(&c->active, 1) + 1;
+	int max = atomic_load(&c->max_active);
+
+	while (now > max && !atomic_compare_exchange_weak(&c->max_active, &max, now))
+		;
+	/* Stay a moment so that overlaps, if the limit allowed them, happen. */
+	for (int i = 0; i < 3; i++)
+		sched_yield();
+	atomic_fetch_sub(&c->active, 1);
+	atomic_fetch_add(&c->ran, 1);
+	return 0;
+}
+
+/* TestGoLimit: go() blocks at the limit, so the limit is never exceeded,
+ * as counted by the children themselves in shared memory. */
+static void test_limit_is_never_exceeded(void **state)
+{
+	enum { LIMIT = 3, TASKS = 300 };
+	struct limit_counter *c = shared_alloc(sizeof *c);
+	errgroup *g = errgroup_new();
+	(void)state;
+
+	assert_int_equal(errgroup_set_limit(g, LIMIT), 0);
+	for (int i = 0; i < TASKS; i++)
+		assert_int_equal(errgroup_go(g, count_active, c), i);
+	assert_null(errgroup_wait(g));
+	assert_int_equal(atomic_load(&c->ran), TASKS);
+	assert_true(atomic_load(&c->max_active) >= 1);
+	assert_true(atomic_load(&c->max_active) <= LIMIT);
+	errgroup_free(g);
+	shared_free(c, sizeof *c);
+}
+
+/* TestCancelCause, without the context: started with try_go and no limit,
+ * wait returns the failure, or NULL when every task succeeded. */
+static void test_try_go_without_limit_reports_the_failure(void **state)
+{
+	errgroup *g = errgroup_new();
+	const struct errgroup_error *e;
+	(void)state;
+
+	assert_int_equal(errgroup_set_cancel_on_error(g, true), 0);
+	assert_true(errgroup_try_go(g, succeed, NULL) >= 0);
+	assert_null(errgroup_wait(g));
+	assert_true(errgroup_try_go(g, fail_with, (void *)(intptr_t)9) >= 0);
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_RETURNED);
+	assert_int_equal(e->code, 9);
+	errgroup_free(g);
+}
+
+/* Runs one task alone and returns a copy of its error (cause 0: none). */
+static struct errgroup_error run_one(errgroup_task *fn, void *arg, char *message, size_t size)
+{
+	struct errgroup_error copy = { 0 };
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+	int index;
+
+	assert_non_null(g);
+	index = errgroup_go(g, fn, arg);
+	assert_true(index >= 0);
+	e = errgroup_wait(g);
+	if (e) {
+		copy = *e;
+		assert_int_equal(e->task, index);
+		assert_true(e->pid > 0);
+		assert_non_null(e->message);
+		if (message)
+			snprintf(message, size, "%s", e->message);
+		copy.message = NULL;
+		assert_int_equal(errgroup_error_count(g), 1);
+	}
+	errgroup_free(g);
+	return copy;
+}
+
+static void test_returned_code_keeps_all_its_bits(void **state)
+{
+	char msg[128];
+	struct errgroup_error e;
+	(void)state;
+
+	e = run_one(fail_with, (void *)(intptr_t)1000, msg, sizeof msg);
+	assert_int_equal(e.cause, ERRGROUP_RETURNED);
+	assert_int_equal(e.code, 1000);
+	assert_string_equal(msg, "task failed with 1000");
+
+	/* 256 has no low bits: the exit status alone would say success. */
+	e = run_one(fail_with, (void *)(intptr_t)256, NULL, 0);
+	assert_int_equal(e.cause, ERRGROUP_RETURNED);
+	assert_int_equal(e.code, 256);
+
+	e = run_one(fail_with, (void *)(intptr_t)-7, NULL, 0);
+	assert_int_equal(e.cause, ERRGROUP_RETURNED);
+	assert_int_equal(e.code, -7);
+}
+
+static int return_without_message(void *arg)
+{
+	(void)arg;
+	return 42;
+}
+
+static void test_returned_without_message_is_described(void **state)
+{
+	char msg[128];
+	struct errgroup_error e = run_one(return_without_message, NULL, msg, sizeof msg);
+	(void)state;
+
+	assert_int_equal(e.cause, ERRGROUP_RETURNED);
+	assert_int_equal(e.code, 42);
+	assert_string_equal(msg, "returned 42");
+}
+
+static int exit_three(void *arg)
+{
+	(void)arg;
+	_exit(3);
+}
+
+static void test_exit_is_exited_with_its_status(void **state)
+{
+	char msg[128];
+	struct errgroup_error e = run_one(exit_three, NULL, msg, sizeof msg);
+	(void)state;
+
+	assert_int_equal(e.cause, ERRGROUP_EXITED);
+	assert_int_equal(e.code, 3);
+	assert_string_equal(msg, "exited with status 3");
+}
+
+static int exec_shell(void *arg)
+{
+	execl("/bin/sh", "sh", "-c", (const char *)arg, (char *)NULL);
+	return 99;
+}
+
+static void test_exec_program_status_is_exited(void **state)
+{
+	struct errgroup_error e = run_one(exec_shell, "exit 7", NULL, 0);
+	(void)state;
+
+	assert_int_equal(e.cause, ERRGROUP_EXITED);
+	assert_int_equal(e.code, 7);
+	e = run_one(exec_shell, "echo a program that succeeds >/dev/null", NULL, 0);
+	assert_int_equal(e.cause, 0);
+}
+
+static int segfault(void *arg)
+{
+	volatile int *p = arg;
+
+	*p = 1;
+	return 0;
+}
+
+static int call_abort(void *arg)
+{
+	(void)arg;
+	abort();
+}
+
+/* A crash in the task is the task's error; the caller goes on. */
+static void test_crash_is_isolated_and_signaled(void **state)
+{
+	char msg[128];
+	struct errgroup_error e;
+	(void)state;
+
+	e = run_one(segfault, NULL, msg, sizeof msg);
+	assert_int_equal(e.cause, ERRGROUP_SIGNALED);
+	assert_int_equal(e.code, SIGSEGV);
+	assert_non_null(strstr(msg, "killed by signal 11 (SIGSEGV)"));
+
+	e = run_one(call_abort, NULL, msg, sizeof msg);
+	assert_int_equal(e.cause, ERRGROUP_SIGNALED);
+	assert_int_equal(e.code, SIGABRT);
+	assert_non_null(strstr(msg, "SIGABRT"));
+}
+
+static int message_then_success(void *arg)
+{
+	(void)arg;
+	printf("printed, and still a success\n");
+	errgroup_errorf(5, "a message that does not matter");
+	return 0;
+}
+
+static void test_exit_zero_is_success_whatever_it_sent(void **state)
+{
+	struct errgroup_error e = run_one(message_then_success, NULL, NULL, 0);
+	(void)state;
+
+	assert_int_equal(e.cause, 0);
+}
+
+static int message_then_crash(void *arg)
+{
+	(void)arg;
+	errgroup_errorf(1, "about to crash");
+	raise(SIGSEGV);
+	return 0;
+}
+
+static void test_message_survives_a_crash(void **state)
+{
+	char msg[128];
+	struct errgroup_error e = run_one(message_then_crash, NULL, msg, sizeof msg);
+	(void)state;
+
+	assert_int_equal(e.cause, ERRGROUP_SIGNALED);
+	assert_int_equal(e.code, SIGSEGV);
+	assert_string_equal(msg, "about to crash");
+}
+
+static int two_messages(void *arg)
+{
+	(void)arg;
+	errgroup_errorf(1, "first");
+	return errgroup_errorf(2, "second");
+}
+
+static void test_last_message_wins(void **state)
+{
+	char msg[128];
+	struct errgroup_error e = run_one(two_messages, NULL, msg, sizeof msg);
+	(void)state;
+
+	assert_int_equal(e.code, 2);
+	assert_string_equal(msg, "second");
+}
+
+/* The letter at position i of a long message. */
+static char letter(size_t i)
+{
+	return (char)('a' + (i * 7 + i / 26) % 26);
+}
+
+static int long_message(void *arg)
+{
+	size_t len = (size_t)(intptr_t)arg;
+	char *text = malloc(len + 1);
+
+	if (!text)
+		return 100;
+	for (size_t i = 0; i < len; i++)
+		text[i] = letter(i);
+	text[len] = '\0';
+	return errgroup_errorf(1, "%s", text);
+}
+
+static char *long_message_of(size_t len)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+	char *copy;
+
+	assert_true(errgroup_go(g, long_message, (void *)(intptr_t)len) >= 0);
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->code, 1);
+	copy = strdup(e->message);
+	errgroup_free(g);
+	return copy;
+}
+
+/* 64 KiB is more than a pipe holds: it arrives intact only if the parent
+ * reads while the child runs. */
+static void test_message_of_64_kib_arrives_intact(void **state)
+{
+	char *m = long_message_of(ERRGROUP_MESSAGE_MAX);
+	(void)state;
+
+	assert_int_equal(strlen(m), ERRGROUP_MESSAGE_MAX);
+	for (size_t i = 0; i < ERRGROUP_MESSAGE_MAX; i++)
+		if (m[i] != letter(i))
+			fail_msg("byte %zu differs", i);
+	free(m);
+}
+
+static void test_longer_message_is_cut_with_a_marker(void **state)
+{
+	char *m = long_message_of(100000);
+	(void)state;
+
+	assert_true(strlen(m) > ERRGROUP_MESSAGE_MAX);
+	for (size_t i = 0; i < ERRGROUP_MESSAGE_MAX; i++)
+		if (m[i] != letter(i))
+			fail_msg("byte %zu differs", i);
+	assert_string_equal(m + ERRGROUP_MESSAGE_MAX, "[... message truncated: 100000 bytes]");
+	free(m);
+}
+
+static void test_errorf_outside_a_task_only_returns_the_code(void **state)
+{
+	(void)state;
+	assert_int_equal(errgroup_errorf(17, "not in a task"), 17);
+}
+
+static void test_go_without_a_function_is_einval(void **state)
+{
+	errgroup *g = errgroup_new();
+	(void)state;
+
+	assert_int_equal(errgroup_go(g, NULL, NULL), -EINVAL);
+	assert_int_equal(errgroup_try_go(g, NULL, NULL), -EINVAL);
+	errgroup_free(g);
+}
+
+struct grandchild {
+	int release_fd;       /* the grandchild blocks reading this */
+	atomic_int pid;
+};
+
+/* The task leaves a grandchild that holds every fd the task had, the
+ * library's included (raw fork: no atfork handler closes them), and
+ * returns at once. */
+static int leave_grandchild(void *arg)
+{
+	struct grandchild *gc = arg;
+	pid_t pid = (pid_t)syscall(SYS_fork);
+
+	if (pid == 0) {
+		read_byte(gc->release_fd);
+		_exit(0);
+	}
+	atomic_store(&gc->pid, pid);
+	return pid < 0;
+}
+
+/* Completion is the child's exit, never the end of file on a channel. */
+static void test_grandchild_holding_the_channel_does_not_delay_wait(void **state)
+{
+	struct grandchild *gc = shared_alloc(sizeof *gc);
+	errgroup *g = errgroup_new();
+	int p[2];
+	(void)state;
+
+	assert_int_equal(pipe(p), 0);
+	gc->release_fd = p[0];
+	assert_true(errgroup_go(g, leave_grandchild, gc) >= 0);
+	assert_null(errgroup_wait(g));   /* returns while the grandchild lives */
+	assert_true(atomic_load(&gc->pid) > 0);
+	assert_int_equal(kill(atomic_load(&gc->pid), 0), 0);
+	gate_open_n(p[1], 1);
+	errgroup_free(g);
+	close(p[0]);
+	close(p[1]);
+	shared_free(gc, sizeof *gc);
+}
+
+/* Error pointers stay valid while the group records more errors. */
+static void test_error_pointers_stay_valid(void **state)
+{
+	const struct errgroup_error *first;
+	errgroup *g = errgroup_new();
+	(void)state;
+
+	assert_true(errgroup_go(g, fail_with, (void *)(intptr_t)1) >= 0);
+	first = errgroup_wait(g);
+	assert_non_null(first);
+	for (int i = 0; i < 40; i++)
+		assert_true(errgroup_go(g, fail_with, (void *)(intptr_t)(i + 2)) >= 0);
+	assert_ptr_equal(errgroup_wait(g), first);
+	assert_int_equal(errgroup_error_count(g), 41);
+	assert_int_equal(first->code, 1);
+	assert_string_equal(first->message, "task failed with 1");
+	assert_null(errgroup_error_at(g, 41));
+	errgroup_free(g);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_zero_group_first_error_is_sticky),
+		cmocka_unit_test(test_go_returns_indices_in_order_of_acceptance),
+		cmocka_unit_test(test_try_go_at_the_limit),
+		cmocka_unit_test(test_set_limit_zero_is_einval),
+		cmocka_unit_test(test_limit_is_never_exceeded),
+		cmocka_unit_test(test_try_go_without_limit_reports_the_failure),
+		cmocka_unit_test(test_returned_code_keeps_all_its_bits),
+		cmocka_unit_test(test_returned_without_message_is_described),
+		cmocka_unit_test(test_exit_is_exited_with_its_status),
+		cmocka_unit_test(test_exec_program_status_is_exited),
+		cmocka_unit_test(test_crash_is_isolated_and_signaled),
+		cmocka_unit_test(test_exit_zero_is_success_whatever_it_sent),
+		cmocka_unit_test(test_message_survives_a_crash),
+		cmocka_unit_test(test_last_message_wins),
+		cmocka_unit_test(test_message_of_64_kib_arrives_intact),
+		cmocka_unit_test(test_longer_message_is_cut_with_a_marker),
+		cmocka_unit_test(test_errorf_outside_a_task_only_returns_the_code),
+		cmocka_unit_test(test_go_without_a_function_is_einval),
+		cmocka_unit_test(test_grandchild_holding_the_channel_does_not_delay_wait),
+		cmocka_unit_test(test_error_pointers_stay_valid),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
