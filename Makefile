@@ -77,9 +77,12 @@ $(B)/tests/%: tests/%.c tests/helpers.h $(STATIC) include/errgroup.h
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS_AUTO) -Isupervisor $(CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC) -lcmocka $(LDLIBS_AUTO)
 
-# The main job: checksum this tree's sources, each file in its own child.
-demo: deps all
+# The main job: checksum this tree's sources, each file in its own child,
+# then again with a file missing, to show the fail-fast stop.
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all
 	$(B)/examples/checksum supervisor/*.c include/errgroup.h
+	-$(B)/examples/checksum supervisor/*.c /nonexistent/file
 
 # Each test binary runs twice: with pidfds, and with the fallback that
 # old kernels, seccomp sandboxes and valgrind get.
