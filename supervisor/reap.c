@@ -82,6 +82,23 @@ static int collect(struct task *t, struct outcome *o)
 	return 1;
 }
 
+/* True once the child has exited (or someone else reaped it); leaves it
+ * unreaped. */
+static bool has_exited(struct task *t)
+{
+	siginfo_t si;
+	int r;
+
+	do {
+		memset(&si, 0, sizeof si);
+		if (t->pidfd >= 0)
+			r = waitid(P_PIDFD, (id_t)t->pidfd, &si, WEXITED | WNOHANG | WNOWAIT);
+		else
+			r = waitid(P_PID, (id_t)t->pid, &si, WEXITED | WNOHANG | WNOWAIT);
+	} while (r < 0 && errno == EINTR);
+	return r < 0 || si.si_pid != 0;
+}
+
 static void record_error(errgroup *g, struct task *t, enum errgroup_cause cause, int code)
 {
 	struct recorded_error *e = t->error;
@@ -116,9 +133,14 @@ bool reap_task(errgroup *g, struct task *t)
 	int code = 0;
 
 	/* A canceled task's leftovers in its process group die with it;
-	 * while the leader is unreaped its group id cannot be reused. */
-	if (t->signaled)
+	 * while the leader is unreaped its group id cannot be reused.  Not
+	 * before the task has exited: the fallback sweep asks about tasks
+	 * still in their grace period. */
+	if (t->signaled) {
+		if (!has_exited(t))
+			return false;
 		task_signal(t, SIGKILL);
+	}
 	if (!collect(t, &o))
 		return false;
 	/* Every frame the child sent is queued by now. */

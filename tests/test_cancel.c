@@ -1,0 +1,608 @@
+/*
+ * test_cancel.c - cancellation: cancel-on-error, errgroup_cancel, the grace
+ * period and its SIGKILL, stopped children, blocked and later go() calls,
+ * reuse after wait, and the task's whole process group.
+ *
+ * Tasks tell the test they are ready (their signal dispositions set, about
+ * to block) through a pipe; the test only cancels once they are.  Where the
+ * test must know that one of its threads is blocked inside the library, it
+ * reads the thread's current system call from /proc.
+ */
+#include "helpers.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <sys/pidfd.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+
+#define WAIT_LIMIT_MS 30000   /* "never happened" on a loaded machine */
+
+static int ready_pipe[2];     /* tasks write to [1], the test reads [0] */
+
+static void ready_pipe_open(void)
+{
+	assert_int_equal(pipe2(ready_pipe, O_CLOEXEC), 0);
+}
+
+static void ready_pipe_close(void)
+{
+	close(ready_pipe[0]);
+	close(ready_pipe[1]);
+}
+
+/* In a task: tell the test it is ready, with a word of data (a pid). */
+static void tell_ready(pid_t pid)
+{
+	ssize_t n;
+
+	do
+		n = write(ready_pipe[1], &pid, sizeof pid);
+	while (n < 0 && errno == EINTR);
+}
+
+/* In the test: wait until a task is ready; returns the word it sent. */
+static pid_t await_ready(void)
+{
+	struct pollfd p = { .fd = ready_pipe[0], .events = POLLIN };
+	pid_t pid = 0;
+	ssize_t n;
+	int r;
+
+	do
+		r = poll(&p, 1, WAIT_LIMIT_MS);
+	while (r < 0 && errno == EINTR);
+	assert_int_equal(r, 1);
+	do
+		n = read(ready_pipe[0], &pid, sizeof pid);
+	while (n < 0 && errno == EINTR);
+	assert_int_equal(n, sizeof pid);
+	return pid;
+}
+
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Waits until the pidfd's process has exited; false after WAIT_LIMIT_MS. */
+static bool pidfd_await_exit(int pidfd)
+{
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+	int r;
+
+	do
+		r = poll(&p, 1, WAIT_LIMIT_MS);
+	while (r < 0 && errno == EINTR);
+	return r == 1 && (p.revents & POLLIN);
+}
+
+/* Forks counted in this process (the library forks with glibc's fork()). */
+static atomic_int fork_count;
+
+static void count_fork(void)
+{
+	atomic_fetch_add(&fork_count, 1);
+}
+
+static int setup_count_forks(void **state)
+{
+	(void)state;
+	return pthread_atfork(NULL, count_fork, NULL) == 0 ? 0 : -1;
+}
+
+/*
+ * True when thread tid sits in epoll_wait with a timeout other than 0:
+ * blocked in the library as its poller (poll_ready() polls with 0).
+ */
+static bool thread_blocked_in_epoll(pid_t tid)
+{
+	char path[64], buf[256];
+	unsigned long long args[6];
+	long nr;
+	FILE *f;
+	int n;
+
+	snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	n = fgets(buf, sizeof buf, f) ? sscanf(buf, "%ld %llx %llx %llx %llx %llx %llx", &nr,
+					       &args[0], &args[1], &args[2], &args[3],
+					       &args[4], &args[5]) : 0;
+	fclose(f);
+	if (n < 5)
+		return false;
+#ifdef SYS_epoll_wait
+	if (nr == SYS_epoll_wait)
+		return args[3] != 0;
+#endif
+	if (nr == SYS_epoll_pwait)
+		return args[3] != 0;
+	return false;
+}
+
+static void await_thread_blocked_in_epoll(pid_t tid)
+{
+	uint64_t give_up = monotonic_ms() + WAIT_LIMIT_MS;
+
+	while (!thread_blocked_in_epoll(tid) && monotonic_ms() < give_up)
+		sched_yield();
+}
+
+/* ---- tasks ---- */
+
+static int block_forever(void *arg)
+{
+	(void)arg;
+	tell_ready(getpid());
+	for (;;)
+		pause();
+	return 0;   /* not reached */
+}
+
+static int fail_with_5(void *arg)
+{
+	(void)arg;
+	return errgroup_errorf(5, "genuine failure");
+}
+
+static int ignore_sigterm_and_block(void *arg)
+{
+	(void)arg;
+	signal(SIGTERM, SIG_IGN);
+	tell_ready(getpid());
+	for (;;)
+		pause();
+	return 0;   /* not reached */
+}
+
+static void exit_4_on_sigterm(int sig)
+{
+	(void)sig;
+	_exit(4);
+}
+
+/* Its SIGTERM handler can only run once the child is continued, so a
+ * stopped child that ends with status 4 was sent SIGCONT. */
+static int stop_with_sigterm_handler(void *arg)
+{
+	(void)arg;
+	signal(SIGTERM, exit_4_on_sigterm);
+	tell_ready(getpid());
+	raise(SIGSTOP);
+	for (;;)
+		pause();
+	return 0;   /* not reached */
+}
+
+static int *shared_counter;
+
+static int count_and_succeed(void *arg)
+{
+	(void)arg;
+	__atomic_add_fetch(shared_counter, 1, __ATOMIC_SEQ_CST);
+	return 0;
+}
+
+static int return_arg(void *arg)
+{
+	return (int)(intptr_t)arg;
+}
+
+static pid_t *shared_grandchild;
+
+/* Forks a grandchild that stays in the task's process group and blocks. */
+static int fork_grandchild_and_block(void *arg)
+{
+	pid_t pid;
+
+	(void)arg;
+	pid = fork();
+	if (pid == 0) {
+		for (;;)
+			pause();
+	}
+	if (pid < 0)
+		return 99;
+	*shared_grandchild = pid;
+	tell_ready(pid);
+	for (;;)
+		pause();
+	return 0;   /* not reached */
+}
+
+static volatile sig_atomic_t got_sigterm;
+
+static void note_sigterm(int sig)
+{
+	(void)sig;
+	got_sigterm = 1;
+}
+
+/* Ends on its own, unsuccessfully, after the group signalled it. */
+static int fail_with_3_on_sigterm(void *arg)
+{
+	struct sigaction sa;
+	sigset_t term, old;
+
+	(void)arg;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = note_sigterm;
+	sigaction(SIGTERM, &sa, NULL);
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	sigprocmask(SIG_BLOCK, &term, &old);
+	tell_ready(getpid());
+	while (!got_sigterm)
+		sigsuspend(&old);
+	errgroup_errorf(3, "cleaned up after SIGTERM");
+	_exit(3);
+}
+
+/* ---- tests ---- */
+
+static void test_cancel_on_error_stops_blocked_siblings_after_the_genuine_failure(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(errgroup_set_cancel_on_error(g, true), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(errgroup_go(g, block_forever, NULL), i);
+	for (int i = 0; i < 3; i++)
+		await_ready();
+	assert_int_equal(errgroup_go(g, fail_with_5, NULL), 3);
+
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->task, 3);
+	assert_int_equal(e->cause, ERRGROUP_RETURNED);
+	assert_int_equal(e->code, 5);
+	assert_string_equal(e->message, "genuine failure");
+	assert_int_equal(errgroup_error_count(g), 4);
+	for (size_t i = 1; i < 4; i++) {
+		e = errgroup_error_at(g, i);
+		assert_non_null(e);
+		assert_in_range(e->task, 0, 2);
+		assert_int_equal(e->cause, ERRGROUP_CANCELED);
+		assert_int_equal(e->code, SIGTERM);
+	}
+	errgroup_free(g);
+	ready_pipe_close();
+}
+
+/* The caller never calls wait while the siblings are stopped: the group
+ * must act on the failure by itself. */
+static void test_cancel_on_error_is_prompt_while_the_caller_is_busy(void **state)
+{
+	errgroup *g = errgroup_new();
+	int pidfds[2];
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(errgroup_set_cancel_on_error(g, true), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(errgroup_go(g, block_forever, NULL), i);
+		pidfds[i] = pidfd_open(await_ready(), 0);
+		assert_true(pidfds[i] >= 0);
+	}
+	assert_int_equal(errgroup_go(g, fail_with_5, NULL), 2);
+	for (int i = 0; i < 2; i++) {
+		assert_true(pidfd_await_exit(pidfds[i]));
+		close(pidfds[i]);
+	}
+	assert_int_equal(errgroup_wait(g)->code, 5);
+	errgroup_free(g);
+	ready_pipe_close();
+}
+
+static void test_sigterm_ignored_gets_sigkill_after_grace(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+	uint64_t start;
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(errgroup_set_grace_ms(g, 100), 0);
+	assert_int_equal(errgroup_go(g, ignore_sigterm_and_block, NULL), 0);
+	await_ready();
+
+	start = monotonic_ms();
+	errgroup_cancel(g);
+	e = errgroup_wait(g);
+	assert_true(monotonic_ms() - start >= 100);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_CANCELED);
+	assert_int_equal(e->code, SIGKILL);
+	errgroup_free(g);
+	ready_pipe_close();
+}
+
+/* A task that keeps SIGTERM's default action would die of SIGTERM had it
+ * been sent first; with no grace it dies of SIGKILL. */
+static void test_zero_grace_sends_sigkill_at_once(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(errgroup_set_grace_ms(g, 0), 0);
+	assert_int_equal(errgroup_go(g, block_forever, NULL), 0);
+	assert_int_equal(errgroup_go(g, ignore_sigterm_and_block, NULL), 1);
+	await_ready();
+	await_ready();
+
+	errgroup_cancel(g);
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(errgroup_error_count(g), 2);
+	for (size_t i = 0; i < 2; i++) {
+		e = errgroup_error_at(g, i);
+		assert_int_equal(e->cause, ERRGROUP_CANCELED);
+		assert_int_equal(e->code, SIGKILL);
+	}
+	errgroup_free(g);
+	ready_pipe_close();
+}
+
+static void test_stopped_child_is_canceled_within_the_grace(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+	siginfo_t si;
+	pid_t pid;
+	int r;
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(errgroup_set_grace_ms(g, 20000), 0);
+	assert_int_equal(errgroup_go(g, stop_with_sigterm_handler, NULL), 0);
+	pid = await_ready();
+	/* The task is our child: see it stopped, and leave the report. */
+	do {
+		memset(&si, 0, sizeof si);
+		r = waitid(P_PID, (id_t)pid, &si, WSTOPPED | WNOWAIT);
+	} while (r < 0 && errno == EINTR);
+	assert_int_equal(r, 0);
+	assert_int_equal(si.si_code, CLD_STOPPED);
+
+	errgroup_cancel(g);
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_CANCELED);
+	assert_int_equal(e->code, 4);   /* its SIGTERM handler ran: not SIGKILL */
+	errgroup_free(g);
+	ready_pipe_close();
+}
+
+struct cancel_when_blocked {
+	errgroup *g;
+	pid_t tid;
+};
+
+static void *cancel_when_blocked(void *arg)
+{
+	struct cancel_when_blocked *c = arg;
+
+	await_thread_blocked_in_epoll(c->tid);
+	errgroup_cancel(c->g);
+	return NULL;
+}
+
+static void test_go_blocked_at_the_limit_returns_ecanceled_without_forking(void **state)
+{
+	struct cancel_when_blocked c;
+	errgroup *g = errgroup_new();
+	pthread_t canceler;
+	int forks_before;
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	shared_counter = shared_alloc(sizeof *shared_counter);
+	assert_int_equal(errgroup_set_limit(g, 1), 0);
+	assert_int_equal(errgroup_go(g, block_forever, NULL), 0);
+	await_ready();
+
+	c.g = g;
+	c.tid = gettid();
+	forks_before = atomic_load(&fork_count);
+	assert_int_equal(pthread_create(&canceler, NULL, cancel_when_blocked, &c), 0);
+	assert_int_equal(errgroup_go(g, count_and_succeed, NULL), -ECANCELED);
+	assert_int_equal(pthread_join(canceler, NULL), 0);
+	assert_int_equal(atomic_load(&fork_count), forks_before);
+
+	assert_non_null(errgroup_wait(g));
+	assert_int_equal(errgroup_error_count(g), 1);
+	assert_int_equal(*shared_counter, 0);
+	errgroup_free(g);
+	shared_free(shared_counter, sizeof *shared_counter);
+	ready_pipe_close();
+}
+
+static void test_cancel_from_another_thread_ends_wait(void **state)
+{
+	const struct errgroup_error *e;
+	struct cancel_when_blocked c;
+	errgroup *g = errgroup_new();
+	pthread_t canceler;
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(errgroup_go(g, block_forever, NULL), 0);
+	await_ready();
+
+	c.g = g;
+	c.tid = gettid();
+	assert_int_equal(pthread_create(&canceler, NULL, cancel_when_blocked, &c), 0);
+	e = errgroup_wait(g);
+	assert_int_equal(pthread_join(canceler, NULL), 0);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_CANCELED);
+	assert_int_equal(e->code, SIGTERM);
+	errgroup_free(g);
+	ready_pipe_close();
+}
+
+static void test_go_after_cancel_returns_ecanceled_also_after_wait(void **state)
+{
+	errgroup *g = errgroup_new();
+	int forks_before = atomic_load(&fork_count);
+
+	(void)state;
+	assert_non_null(g);
+	errgroup_cancel(g);
+	assert_int_equal(errgroup_go(g, return_arg, NULL), -ECANCELED);
+	assert_int_equal(errgroup_try_go(g, return_arg, NULL), -ECANCELED);
+	assert_null(errgroup_wait(g));
+	assert_int_equal(errgroup_go(g, return_arg, NULL), -ECANCELED);
+	assert_int_equal(errgroup_try_go(g, return_arg, NULL), -ECANCELED);
+	assert_int_equal(atomic_load(&fork_count), forks_before);
+	assert_int_equal(errgroup_error_count(g), 0);
+	errgroup_free(g);
+}
+
+static void test_cancel_on_error_is_final_after_wait(void **state)
+{
+	errgroup *g = errgroup_new();
+	int forks_before;
+
+	(void)state;
+	assert_non_null(g);
+	assert_int_equal(errgroup_set_cancel_on_error(g, true), 0);
+	assert_int_equal(errgroup_go(g, return_arg, (void *)(intptr_t)6), 0);
+	assert_int_equal(errgroup_wait(g)->code, 6);
+
+	forks_before = atomic_load(&fork_count);
+	assert_int_equal(errgroup_go(g, return_arg, NULL), -ECANCELED);
+	assert_int_equal(errgroup_try_go(g, return_arg, NULL), -ECANCELED);
+	assert_int_equal(atomic_load(&fork_count), forks_before);
+	assert_int_equal(errgroup_wait(g)->code, 6);
+	errgroup_free(g);
+}
+
+static void test_uncanceled_group_is_reusable_and_its_first_error_sticky(void **state)
+{
+	const struct errgroup_error *first, *e;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	assert_int_equal(errgroup_go(g, return_arg, (void *)(intptr_t)3), 0);
+	first = errgroup_wait(g);
+	assert_non_null(first);
+	assert_int_equal(first->task, 0);
+	assert_int_equal(first->code, 3);
+
+	assert_int_equal(errgroup_go(g, return_arg, NULL), 1);
+	assert_ptr_equal(errgroup_wait(g), first);
+	assert_int_equal(errgroup_go(g, return_arg, (void *)(intptr_t)4), 2);
+	assert_ptr_equal(errgroup_wait(g), first);
+	assert_int_equal(first->task, 0);
+	assert_int_equal(first->code, 3);
+
+	assert_int_equal(errgroup_error_count(g), 2);
+	e = errgroup_error_at(g, 1);
+	assert_int_equal(e->task, 2);
+	assert_int_equal(e->cause, ERRGROUP_RETURNED);
+	assert_int_equal(e->code, 4);
+	errgroup_free(g);
+}
+
+/* The test is the grandchild's subreaper, so it can tell the grandchild's
+ * death (its pidfd turns readable) and then reap it itself. */
+static void test_canceled_task_grandchild_dies_too(void **state)
+{
+	errgroup *g = errgroup_new();
+	siginfo_t si;
+	pid_t grandchild;
+	int pidfd, r;
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	shared_grandchild = shared_alloc(sizeof *shared_grandchild);
+	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	assert_int_equal(errgroup_go(g, fork_grandchild_and_block, NULL), 0);
+	grandchild = await_ready();
+	assert_int_equal(*shared_grandchild, grandchild);
+	pidfd = pidfd_open(grandchild, 0);
+	assert_true(pidfd >= 0);
+
+	errgroup_cancel(g);
+	assert_int_equal(errgroup_wait(g)->cause, ERRGROUP_CANCELED);
+	assert_true(pidfd_await_exit(pidfd));
+	do {
+		memset(&si, 0, sizeof si);
+		r = waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED);
+	} while (r < 0 && errno == EINTR);
+	assert_int_equal(r, 0);
+	assert_int_equal(si.si_code, CLD_KILLED);
+	assert_int_equal(kill(grandchild, 0), -1);
+	assert_int_equal(errno, ESRCH);
+
+	close(pidfd);
+	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
+	errgroup_free(g);
+	shared_free(shared_grandchild, sizeof *shared_grandchild);
+	ready_pipe_close();
+}
+
+static void test_child_failing_on_its_own_after_the_signal_is_canceled_with_its_code(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(errgroup_go(g, fail_with_3_on_sigterm, NULL), 0);
+	await_ready();
+
+	errgroup_cancel(g);
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_CANCELED);
+	assert_int_equal(e->code, 3);
+	assert_string_equal(e->message, "cleaned up after SIGTERM");
+	errgroup_free(g);
+	ready_pipe_close();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_cancel_on_error_stops_blocked_siblings_after_the_genuine_failure),
+		cmocka_unit_test(test_cancel_on_error_is_prompt_while_the_caller_is_busy),
+		cmocka_unit_test(test_sigterm_ignored_gets_sigkill_after_grace),
+		cmocka_unit_test(test_zero_grace_sends_sigkill_at_once),
+		cmocka_unit_test(test_stopped_child_is_canceled_within_the_grace),
+		cmocka_unit_test(test_go_blocked_at_the_limit_returns_ecanceled_without_forking),
+		cmocka_unit_test(test_cancel_from_another_thread_ends_wait),
+		cmocka_unit_test(test_go_after_cancel_returns_ecanceled_also_after_wait),
+		cmocka_unit_test(test_cancel_on_error_is_final_after_wait),
+		cmocka_unit_test(test_uncanceled_group_is_reusable_and_its_first_error_sticky),
+		cmocka_unit_test(test_canceled_task_grandchild_dies_too),
+		cmocka_unit_test(test_child_failing_on_its_own_after_the_signal_is_canceled_with_its_code),
+	};
+
+	return cmocka_run_group_tests(tests, setup_count_forks, NULL);
+}
