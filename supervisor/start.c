@@ -58,11 +58,10 @@ static int reserve_errors(errgroup *g)
 	return 0;
 }
 
-/* Forks the child and opens its gate.  Runs without the group lock; the
- * channel's fds live as long as the group. */
+/* Forks the child, which waits at its gate (see open_gate).  Runs without
+ * the group lock; the channel's fds live as long as the group. */
 static int spawn(errgroup *g, errgroup_task *fn, void *arg, struct task **ret)
 {
-	static const char gate = 0;
 	sigset_t all, saved;
 	struct task *t;
 	int lifeline[2], r;
@@ -108,15 +107,9 @@ static int spawn(errgroup *g, errgroup_task *fn, void *arg, struct task **ret)
 			goto fail_abort;
 		}
 	}
-	if (write(lifeline[1], &gate, 1) != 1) {
-		r = -errno;
-		goto fail_close_pidfd;
-	}
 	*ret = t;
 	return 0;
 
-fail_close_pidfd:
-	fdreg_close(t->pidfd);
 fail_abort:
 	abort_child(pid);
 fail_close:
@@ -140,6 +133,23 @@ static int watch(errgroup *g, struct task *t)
 		return epoll_ctl(g->epoll_fd, EPOLL_CTL_ADD, t->pidfd, &ev) < 0 ? -errno : 0;
 	ev.events = EPOLLONESHOT;   /* EPOLLERR is always reported */
 	return epoll_ctl(g->epoll_fd, EPOLL_CTL_ADD, t->lifeline, &ev) < 0 ? -errno : 0;
+}
+
+/*
+ * Lets the child run the task.  Only once the task is in the pid tree: the
+ * channel attributes frames by sender pid, and a poller in another thread
+ * would drop a frame (the task's RETURNED code, its message) that arrived
+ * before.  A write to the child's own, empty pipe cannot block; it fails
+ * only if the child is already dead, which reaping will report.  Lock held.
+ */
+static void open_gate(struct task *t)
+{
+	static const char gate = 0;
+	ssize_t n;
+
+	do
+		n = write(t->lifeline, &gate, 1);
+	while (n < 0 && errno == EINTR);
 }
 
 static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
@@ -204,6 +214,9 @@ static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
 	RB_INSERT(pid_tree, &g->tasks_by_pid, t);
 	g->running++;
 	index = t->index;
+	/* Before any signal from us: a child that SIGKILL ended at once
+	 * would make the write raise SIGPIPE. */
+	open_gate(t);
 	if (g->canceled)
 		group_cancel_locked(g);   /* applies the cancel to the new task */
 	r = index;

@@ -1,0 +1,378 @@
+/*
+ * test_threads.c - the group used from several threads at once: go() from
+ * four threads, wait() from two, and cancel racing go().
+ *
+ * cmocka's asserts are not thread-safe: the threads only record what they
+ * saw in arrays, and the main thread asserts after joining them.  Tasks
+ * record that they ran in shared memory, one slot per task.
+ */
+#include "helpers.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+#include <time.h>
+
+#define THREADS 4
+#define TASKS_PER_THREAD 100
+#define TASKS (THREADS * TASKS_PER_THREAD)
+#define WAIT_LIMIT_MS 30000
+
+/* Per submitted task (thread * TASKS_PER_THREAD + i), in shared memory. */
+struct task_log {
+	int ran[TASKS];        /* the task's function started */
+	int failing[TASKS];    /* it was about to return nonzero */
+	int forks;             /* children created (an atfork child handler) */
+};
+
+static struct task_log *task_log;
+
+static void count_child(void)
+{
+	if (task_log)
+		__atomic_add_fetch(&task_log->forks, 1, __ATOMIC_SEQ_CST);
+}
+
+static int setup_count_forks(void **state)
+{
+	(void)state;
+	return pthread_atfork(NULL, NULL, count_child) == 0 ? 0 : -1;
+}
+
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The system call thread tid is blocked in (-1 when it runs). */
+static long thread_syscall(pid_t tid, unsigned long long *ret_timeout_arg)
+{
+	char path[64], buf[256];
+	unsigned long long args[4];
+	long nr = -1;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	if (!fgets(buf, sizeof buf, f) ||
+	    sscanf(buf, "%ld %llx %llx %llx %llx", &nr, &args[0], &args[1], &args[2], &args[3]) != 5)
+		nr = -1;
+	fclose(f);
+	*ret_timeout_arg = args[3];
+	return nr;
+}
+
+/* Blocked in the library: polling (epoll_wait with a timeout other than
+ * poll_ready's 0) or sleeping on the group's condition variable. */
+static bool thread_blocked_in_library(pid_t tid)
+{
+	unsigned long long timeout;
+	long nr = thread_syscall(tid, &timeout);
+
+#ifdef SYS_epoll_wait
+	if (nr == SYS_epoll_wait)
+		return timeout != 0;
+#endif
+	if (nr == SYS_epoll_pwait)
+		return timeout != 0;
+	return nr == SYS_futex;
+}
+
+static int record_and_return(void *arg)
+{
+	int id = (int)(intptr_t)arg;
+
+	__atomic_add_fetch(&task_log->ran[id], 1, __ATOMIC_SEQ_CST);
+	if (id % 7 == 3) {
+		__atomic_store_n(&task_log->failing[id], 1, __ATOMIC_SEQ_CST);
+		return 2;
+	}
+	return 0;
+}
+
+static int record_and_succeed(void *arg)
+{
+	int id = (int)(intptr_t)arg;
+
+	__atomic_add_fetch(&task_log->ran[id], 1, __ATOMIC_SEQ_CST);
+	return 0;
+}
+
+/* ---- go() from four threads ---- */
+
+struct submitter {
+	errgroup *g;
+	int thread;
+	errgroup_task *fn;
+	pthread_barrier_t *start;
+	atomic_int *accepted;          /* go() calls that returned an index */
+	int result[TASKS_PER_THREAD];  /* what each go() returned */
+};
+
+static void *submit(void *arg)
+{
+	struct submitter *s = arg;
+
+	pthread_barrier_wait(s->start);
+	for (int i = 0; i < TASKS_PER_THREAD; i++) {
+		int id = s->thread * TASKS_PER_THREAD + i;
+
+		s->result[i] = errgroup_go(s->g, s->fn, (void *)(intptr_t)id);
+		if (s->result[i] >= 0 && s->accepted)
+			atomic_fetch_add(s->accepted, 1);
+	}
+	return NULL;
+}
+
+static void test_go_from_four_threads_gives_unique_indices_and_runs_each_task_once(void **state)
+{
+	static struct submitter subs[THREADS];
+	static bool seen[TASKS];
+	pthread_barrier_t start;
+	pthread_t threads[THREADS];
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	task_log = shared_alloc(sizeof *task_log);
+	assert_int_equal(errgroup_set_limit(g, 3), 0);
+	assert_int_equal(pthread_barrier_init(&start, NULL, THREADS), 0);
+	for (int t = 0; t < THREADS; t++) {
+		subs[t] = (struct submitter){ .g = g, .thread = t, .fn = record_and_succeed,
+					      .start = &start };
+		assert_int_equal(pthread_create(&threads[t], NULL, submit, &subs[t]), 0);
+	}
+	for (int t = 0; t < THREADS; t++)
+		assert_int_equal(pthread_join(threads[t], NULL), 0);
+	assert_null(errgroup_wait(g));
+
+	memset(seen, 0, sizeof seen);
+	for (int t = 0; t < THREADS; t++) {
+		for (int i = 0; i < TASKS_PER_THREAD; i++) {
+			int index = subs[t].result[i];
+
+			assert_in_range(index, 0, TASKS - 1);
+			assert_false(seen[index]);
+			seen[index] = true;
+		}
+	}
+	for (int id = 0; id < TASKS; id++)
+		assert_int_equal(task_log->ran[id], 1);
+	assert_int_equal(task_log->forks, TASKS);
+
+	pthread_barrier_destroy(&start);
+	errgroup_free(g);
+	shared_free(task_log, sizeof *task_log);
+	task_log = NULL;
+	assert_true(no_children_left());
+}
+
+/* ---- wait() from two threads ---- */
+
+struct waiter {
+	errgroup *g;
+	_Atomic pid_t tid;
+	const struct errgroup_error *result;
+};
+
+static void *wait_for_group(void *arg)
+{
+	struct waiter *w = arg;
+
+	atomic_store(&w->tid, gettid());
+	w->result = errgroup_wait(w->g);
+	return NULL;
+}
+
+static int gate[2];
+
+static int wait_at_gate_then_return_arg(void *arg)
+{
+	if (read_byte(gate[0]) < 0)
+		return 99;
+	return (int)(intptr_t)arg;
+}
+
+static void test_wait_from_two_threads_at_once_both_return_the_first_error(void **state)
+{
+	struct waiter waiters[2];
+	pthread_t threads[2];
+	errgroup *g = errgroup_new();
+	uint64_t give_up;
+
+	(void)state;
+	assert_non_null(g);
+	assert_int_equal(pipe2(gate, O_CLOEXEC), 0);
+	assert_int_equal(errgroup_go(g, wait_at_gate_then_return_arg, NULL), 0);
+	assert_int_equal(errgroup_go(g, wait_at_gate_then_return_arg, (void *)(intptr_t)5), 1);
+	assert_int_equal(errgroup_go(g, wait_at_gate_then_return_arg, NULL), 2);
+
+	for (int i = 0; i < 2; i++) {
+		waiters[i] = (struct waiter){ .g = g };
+		assert_int_equal(pthread_create(&threads[i], NULL, wait_for_group, &waiters[i]), 0);
+	}
+	/* Both waiters inside wait before the tasks may end. */
+	give_up = monotonic_ms() + WAIT_LIMIT_MS;
+	for (int i = 0; i < 2; i++)
+		while ((atomic_load(&waiters[i].tid) == 0 ||
+			!thread_blocked_in_library(atomic_load(&waiters[i].tid))) &&
+		       monotonic_ms() < give_up)
+			sched_yield();
+	gate_open_n(gate[1], 3);
+
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_join(threads[i], NULL), 0);
+	assert_non_null(waiters[0].result);
+	assert_ptr_equal(waiters[0].result, waiters[1].result);
+	assert_int_equal(waiters[0].result->task, 1);
+	assert_int_equal(waiters[0].result->code, 5);
+	assert_int_equal(errgroup_error_count(g), 1);
+	errgroup_free(g);
+	close(gate[0]);
+	close(gate[1]);
+	assert_true(no_children_left());
+}
+
+/* ---- cancel racing go() ---- */
+
+struct canceler {
+	errgroup *g;
+	pthread_barrier_t *start;
+	atomic_int *accepted;
+	int cancel_after;              /* accepted tasks before it cancels */
+};
+
+static void *cancel_after(void *arg)
+{
+	struct canceler *c = arg;
+
+	pthread_barrier_wait(c->start);
+	while (atomic_load(c->accepted) < c->cancel_after)
+		sched_yield();
+	errgroup_cancel(c->g);
+	return NULL;
+}
+
+/* What one round saw; the main thread asserts on it. */
+static void check_round(errgroup *g, struct submitter *subs)
+{
+	static int index_to_id[TASKS];
+	static int errors_per_id[TASKS];
+	int accepted = 0;
+
+	for (int i = 0; i < TASKS; i++)
+		index_to_id[i] = -1;
+	memset(errors_per_id, 0, sizeof errors_per_id);
+
+	for (int t = 0; t < THREADS; t++) {
+		bool canceled = false;
+
+		for (int i = 0; i < TASKS_PER_THREAD; i++) {
+			int id = t * TASKS_PER_THREAD + i, r = subs[t].result[i];
+
+			if (r == -ECANCELED) {
+				canceled = true;
+				/* Nothing was started for it. */
+				assert_int_equal(task_log->ran[id], 0);
+				continue;
+			}
+			/* Cancellation is final. */
+			assert_false(canceled);
+			assert_in_range(r, 0, TASKS - 1);
+			assert_int_equal(index_to_id[r], -1);
+			index_to_id[r] = id;
+			accepted++;
+			assert_in_range(task_log->ran[id], 0, 1);
+		}
+	}
+	/* Every accepted task, and only they, made a child. */
+	assert_int_equal(task_log->forks, accepted);
+
+	for (size_t i = 0; i < errgroup_error_count(g); i++) {
+		const struct errgroup_error *e = errgroup_error_at(g, i);
+		int id;
+
+		assert_non_null(e);
+		assert_in_range(e->task, 0, TASKS - 1);
+		id = index_to_id[e->task];
+		assert_true(id >= 0);
+		errors_per_id[id]++;
+		if (e->cause != ERRGROUP_CANCELED) {
+			if (e->cause != ERRGROUP_RETURNED)
+				print_error("task %d: cause %d code %d: %s\n", e->task, e->cause, e->code, e->message);
+			/* Only the failing tasks fail on their own. */
+			assert_int_equal(e->cause, ERRGROUP_RETURNED);
+			assert_int_equal(e->code, 2);
+			assert_int_equal(task_log->failing[id], 1);
+		}
+	}
+	for (int index = 0; index < TASKS; index++) {
+		int id = index_to_id[index];
+
+		if (id < 0)
+			continue;
+		assert_in_range(errors_per_id[id], 0, 1);
+		/* A task that failed, or was stopped before it could run, is
+		 * exactly one error. */
+		if (task_log->failing[id] || !task_log->ran[id])
+			assert_int_equal(errors_per_id[id], 1);
+	}
+}
+
+static void test_cancel_racing_go_from_threads_keeps_exact_accounting(void **state)
+{
+	static const int cancel_points[] = { 0, 1, 7, 40, 150, 390 };
+	static struct submitter subs[THREADS];
+
+	(void)state;
+	for (size_t round = 0; round < sizeof cancel_points / sizeof cancel_points[0]; round++) {
+		pthread_t threads[THREADS], cancel_thread;
+		pthread_barrier_t start;
+		atomic_int accepted = 0;
+		struct canceler c;
+		errgroup *g = errgroup_new();
+
+		assert_non_null(g);
+		task_log = shared_alloc(sizeof *task_log);
+		assert_int_equal(errgroup_set_limit(g, 4), 0);
+		assert_int_equal(pthread_barrier_init(&start, NULL, THREADS + 1), 0);
+		c = (struct canceler){ .g = g, .start = &start, .accepted = &accepted,
+				       .cancel_after = cancel_points[round] };
+		assert_int_equal(pthread_create(&cancel_thread, NULL, cancel_after, &c), 0);
+		for (int t = 0; t < THREADS; t++) {
+			subs[t] = (struct submitter){ .g = g, .thread = t, .fn = record_and_return,
+						      .start = &start, .accepted = &accepted };
+			assert_int_equal(pthread_create(&threads[t], NULL, submit, &subs[t]), 0);
+		}
+		for (int t = 0; t < THREADS; t++)
+			assert_int_equal(pthread_join(threads[t], NULL), 0);
+		assert_int_equal(pthread_join(cancel_thread, NULL), 0);
+		errgroup_wait(g);
+
+		check_round(g, subs);
+		assert_int_equal(errgroup_go(g, record_and_return, NULL), -ECANCELED);
+		pthread_barrier_destroy(&start);
+		errgroup_free(g);
+		shared_free(task_log, sizeof *task_log);
+		task_log = NULL;
+		assert_true(no_children_left());
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_go_from_four_threads_gives_unique_indices_and_runs_each_task_once),
+		cmocka_unit_test(test_wait_from_two_threads_at_once_both_return_the_first_error),
+		cmocka_unit_test(test_cancel_racing_go_from_threads_keeps_exact_accounting),
+	};
+
+	return cmocka_run_group_tests(tests, setup_count_forks, NULL);
+}
