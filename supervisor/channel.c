@@ -147,6 +147,16 @@ static bool read_one(errgroup *g, size_t *bytes)
 		free(buf);
 		return false;
 	}
+	if (n == 0 && msg.msg_controllen == 0) {
+		/* End of file, not a datagram (every datagram carries the
+		 * sender's credentials): a task called shutdown(), which acts
+		 * on the socket that all tasks share.  Nothing can arrive any
+		 * more, and the end of file stays readable: stop watching, or
+		 * the poller would spin. */
+		epoll_ctl(g->epoll_fd, EPOLL_CTL_DEL, g->channel_rx, NULL);
+		free(buf);
+		return false;
+	}
 	*bytes += (size_t)size + MIN_DATAGRAM_TRUESIZE;
 	t = task_find_pid(g, sender(&msg));
 	if (t) {
