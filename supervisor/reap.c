@@ -153,7 +153,9 @@ bool reap_task(errgroup *g, struct task *t)
 		cause = ERRGROUP_CANCELED;
 		code = o.lost ? -1 : o.code;
 		describe_end(description, sizeof t->error->description, "canceled: ", &o);
-	} else if (o.lost) {
+	} else if (o.lost && !t->returned) {
+		/* A task that returned nonzero said so on the channel; its
+		 * code does not need the status. */
 		cause = ERRGROUP_EXITED;
 		code = -1;
 		describe_end(description, sizeof t->error->description, "", &o);
