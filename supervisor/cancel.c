@@ -84,8 +84,9 @@ void cancel_escalate(errgroup *g)
 
 EXPORT void errgroup_cancel(errgroup *g)
 {
+	if (group_is_foreign(g))
+		return;
 	pthread_mutex_lock(&g->lock);
-	if (!group_is_foreign(g))
-		group_cancel_locked(g);
+	group_cancel_locked(g);
 	pthread_mutex_unlock(&g->lock);
 }

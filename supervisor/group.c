@@ -45,7 +45,10 @@ struct task *task_find_pid(errgroup *g, pid_t pid)
 }
 
 /* A group inherited through fork() must not act: its children are not the
- * inheritor's, and its fds were closed in the child (fdreg.c). */
+ * inheritor's, and its fds were closed in the child (fdreg.c).  Asked
+ * before g->lock is taken: another thread of the parent may have held the
+ * lock at the fork, and in the child no one would ever release it.  The
+ * owner never changes, so reading it needs no lock. */
 bool group_is_foreign(const errgroup *g)
 {
 	return g->owner != getpid();
@@ -112,10 +115,10 @@ EXPORT int errgroup_set_limit(errgroup *g, int n)
 
 	if (n == 0)
 		return -EINVAL;
-	pthread_mutex_lock(&g->lock);
 	if (group_is_foreign(g))
-		r = -ECHILD;
-	else if (g->running + g->starting > 0)
+		return -ECHILD;
+	pthread_mutex_lock(&g->lock);
+	if (g->running + g->starting > 0)
 		r = -EBUSY;
 	else
 		g->limit = n < 0 ? -1 : n;
@@ -125,28 +128,22 @@ EXPORT int errgroup_set_limit(errgroup *g, int n)
 
 EXPORT int errgroup_set_cancel_on_error(errgroup *g, bool on)
 {
-	int r = 0;
-
-	pthread_mutex_lock(&g->lock);
 	if (group_is_foreign(g))
-		r = -ECHILD;
-	else
-		g->cancel_on_error = on;
+		return -ECHILD;
+	pthread_mutex_lock(&g->lock);
+	g->cancel_on_error = on;
 	pthread_mutex_unlock(&g->lock);
-	return r;
+	return 0;
 }
 
 EXPORT int errgroup_set_grace_ms(errgroup *g, unsigned ms)
 {
-	int r = 0;
-
-	pthread_mutex_lock(&g->lock);
 	if (group_is_foreign(g))
-		r = -ECHILD;
-	else
-		g->grace_ms = ms;
+		return -ECHILD;
+	pthread_mutex_lock(&g->lock);
+	g->grace_ms = ms;
 	pthread_mutex_unlock(&g->lock);
-	return r;
+	return 0;
 }
 
 /* The lock guards the list; it is taken through a cast because reading
@@ -156,6 +153,8 @@ EXPORT size_t errgroup_error_count(const errgroup *g)
 	errgroup *m = (errgroup *)g;
 	size_t n;
 
+	if (group_is_foreign(g))
+		return 0;
 	pthread_mutex_lock(&m->lock);
 	n = g->error_count;
 	pthread_mutex_unlock(&m->lock);
@@ -167,6 +166,8 @@ EXPORT const struct errgroup_error *errgroup_error_at(const errgroup *g, size_t 
 	errgroup *m = (errgroup *)g;
 	const struct errgroup_error *e = NULL;
 
+	if (group_is_foreign(g))
+		return NULL;
 	pthread_mutex_lock(&m->lock);
 	if (i < g->error_count)
 		e = &g->errors[i]->public;

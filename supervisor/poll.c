@@ -163,12 +163,12 @@ EXPORT const struct errgroup_error *errgroup_wait(errgroup *g)
 {
 	const struct errgroup_error *first = NULL;
 
+	if (group_is_foreign(g))
+		return NULL;
 	pthread_mutex_lock(&g->lock);
-	if (!group_is_foreign(g)) {
-		poll_until(g, all_reaped, NULL, false);
-		if (g->error_count > 0)
-			first = &g->errors[0]->public;
-	}
+	poll_until(g, all_reaped, NULL, false);
+	if (g->error_count > 0)
+		first = &g->errors[0]->public;
 	pthread_mutex_unlock(&g->lock);
 	return first;
 }

@@ -159,11 +159,9 @@ static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
 
 	if (!fn)
 		return -EINVAL;
+	if (group_is_foreign(g))
+		return -ECHILD;
 	pthread_mutex_lock(&g->lock);
-	if (group_is_foreign(g)) {
-		r = -ECHILD;
-		goto out;
-	}
 	poll_ready(g);
 	if (!slot_free(g, NULL)) {
 		if (!block) {
