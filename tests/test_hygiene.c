@@ -1,0 +1,704 @@
+/*
+ * test_hygiene.c - what the library leaves behind and what it takes along:
+ * no child, zombie or fd after free; no library fd in a task; an inherited
+ * group that refuses to act; the host's SIGCHLD handler, its own children,
+ * its signal state, its buffered stdio and its atexit handlers untouched.
+ *
+ * Tasks report through their return value, a pipe or shared memory; only
+ * the test asserts.
+ */
+#include "helpers.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/pidfd.h>
+#include <sys/stat.h>
+
+#include "internal.h"   /* the group's lock, for the fork-while-locked test */
+
+#define WAIT_LIMIT_MS 30000   /* "never happened" on a loaded machine */
+
+static int ready_pipe[2];     /* tasks write to [1], the test reads [0] */
+static int gate[2];           /* the test releases tasks by writing to [1] */
+
+static void pipes_open(void)
+{
+	assert_int_equal(pipe2(ready_pipe, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(gate, O_CLOEXEC), 0);
+}
+
+static void pipes_close(void)
+{
+	close(ready_pipe[0]);
+	close(ready_pipe[1]);
+	close(gate[0]);
+	close(gate[1]);
+}
+
+/* In a task: send the test a word (a pid, a result). */
+static void tell(int word)
+{
+	ssize_t n;
+
+	do
+		n = write(ready_pipe[1], &word, sizeof word);
+	while (n < 0 && errno == EINTR);
+}
+
+/* In the test: the next word a task sent; fails after WAIT_LIMIT_MS. */
+static int await_word(void)
+{
+	struct pollfd p = { .fd = ready_pipe[0], .events = POLLIN };
+	int word = -1, r;
+	ssize_t n;
+
+	do
+		r = poll(&p, 1, WAIT_LIMIT_MS);
+	while (r < 0 && errno == EINTR);
+	assert_int_equal(r, 1);
+	do
+		n = read(ready_pipe[0], &word, sizeof word);
+	while (n < 0 && errno == EINTR);
+	assert_int_equal(n, sizeof word);
+	return word;
+}
+
+static bool fallback_mode(void)
+{
+	const char *off = getenv("ERRGROUP_DISABLE_PIDFD");
+
+	return off && *off && strcmp(off, "0") != 0;
+}
+
+/* ---- tasks ---- */
+
+static int block_forever(void *arg)
+{
+	(void)arg;
+	tell(getpid());
+	for (;;)
+		pause();
+	return 0;   /* not reached */
+}
+
+static int return_arg(void *arg)
+{
+	return (int)(intptr_t)arg;
+}
+
+static int exit_3_at_once(void *arg)
+{
+	(void)arg;
+	_exit(3);
+}
+
+static int wait_at_gate(void *arg)
+{
+	(void)arg;
+	return read_byte(gate[0]) < 0 ? 99 : 0;
+}
+
+/* ---- free ---- */
+
+static void test_free_with_running_children_leaves_no_child_zombie_or_fd(void **state)
+{
+	int fds_at_start = open_fd_count();
+	errgroup *plain, *supervised;
+
+	(void)state;
+	pipes_open();
+	plain = errgroup_new();
+	supervised = errgroup_new();
+	assert_non_null(plain);
+	assert_non_null(supervised);
+	assert_int_equal(errgroup_set_cancel_on_error(supervised, true), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(errgroup_go(plain, block_forever, NULL), i);
+		assert_int_equal(errgroup_go(supervised, block_forever, NULL), i);
+	}
+	for (int i = 0; i < 6; i++)
+		await_word();
+
+	errgroup_free(plain);
+	errgroup_free(supervised);
+	pipes_close();
+	assert_true(no_children_left());
+	assert_int_equal(open_fd_count(), fds_at_start);
+}
+
+static void test_free_null_is_a_noop(void **state)
+{
+	int fds_at_start = open_fd_count();
+
+	(void)state;
+	errgroup_free(NULL);
+	assert_int_equal(open_fd_count(), fds_at_start);
+	assert_true(no_children_left());
+}
+
+static void test_free_kills_a_running_child(void **state)
+{
+	struct pollfd p = { .events = POLLIN };
+	errgroup *g = errgroup_new();
+	int r;
+
+	(void)state;
+	assert_non_null(g);
+	pipes_open();
+	assert_int_equal(errgroup_go(g, block_forever, NULL), 0);
+	p.fd = pidfd_open(await_word(), 0);
+	assert_true(p.fd >= 0);
+
+	errgroup_free(g);
+	do
+		r = poll(&p, 1, WAIT_LIMIT_MS);
+	while (r < 0 && errno == EINTR);
+	assert_int_equal(r, 1);
+	assert_true(p.revents & POLLIN);
+	/* Gone, and reaped: no process is left behind the pidfd. */
+	assert_int_equal(pidfd_send_signal(p.fd, 0, NULL, 0), -1);
+	assert_int_equal(errno, ESRCH);
+	close(p.fd);
+	pipes_close();
+	assert_true(no_children_left());
+}
+
+/* ---- what a task inherits ---- */
+
+/* The host's fds when the test started its groups: a task keeps those
+ * (they are the host's choice), and the library's two. */
+static int host_fds[64];
+static int host_fd_count;
+
+static void note_host_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+
+	assert_non_null(d);
+	host_fd_count = 0;
+	while ((e = readdir(d)) && host_fd_count < 64) {
+		int fd = atoi(e->d_name);
+
+		if (e->d_name[0] != '.' && fd != dirfd(d))
+			host_fds[host_fd_count++] = fd;
+	}
+	closedir(d);
+}
+
+static bool is_host_fd(int fd)
+{
+	for (int i = 0; i < host_fd_count; i++)
+		if (host_fds[i] == fd)
+			return true;
+	return false;
+}
+
+/*
+ * Counts the fds that are neither the host's nor the two the library
+ * gives a task (the channel's shared end, a socket, and its lifeline's
+ * read end, a pipe), and names them in its message.  Then waits at the
+ * gate, so that the siblings started after it exist too.
+ */
+static int count_foreign_fds(void *arg)
+{
+	char names[1024] = "", target[256];
+	int sockets = 0, pipes = 0, extra = 0;
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+
+	(void)arg;
+	if (!d)
+		return 100;
+	while ((e = readdir(d))) {
+		int fd = atoi(e->d_name);
+		ssize_t n;
+
+		if (e->d_name[0] == '.' || fd == dirfd(d) || is_host_fd(fd))
+			continue;
+		n = readlinkat(dirfd(d), e->d_name, target, sizeof target - 1);
+		target[n > 0 ? n : 0] = '\0';
+		if (strncmp(target, "socket:", 7) == 0 && sockets++ == 0)
+			continue;
+		if (strncmp(target, "pipe:", 5) == 0 && pipes++ == 0)
+			continue;
+		extra++;
+		snprintf(names + strlen(names), sizeof names - strlen(names), " %d=%s", fd, target);
+	}
+	closedir(d);
+	if (read_byte(gate[0]) < 0)
+		return 101;
+	if (extra)
+		return errgroup_errorf(extra, "fds the task should not have:%s", names);
+	return 0;
+}
+
+static void test_task_sees_no_library_fd(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *first, *second;
+
+	(void)state;
+	pipes_open();
+	note_host_fds();
+	first = errgroup_new();
+	second = errgroup_new();
+	assert_non_null(first);
+	assert_non_null(second);
+	assert_int_equal(errgroup_set_cancel_on_error(second, true), 0);   /* + a thread */
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(errgroup_go(first, count_foreign_fds, NULL), i);
+		assert_int_equal(errgroup_go(second, count_foreign_fds, NULL), i);
+	}
+	gate_open_n(gate[1], 8);
+
+	e = errgroup_wait(first);
+	if (e)
+		print_error("%s\n", e->message);
+	assert_null(e);
+	e = errgroup_wait(second);
+	if (e)
+		print_error("%s\n", e->message);
+	assert_null(e);
+	errgroup_free(first);
+	errgroup_free(second);
+	pipes_close();
+}
+
+static int noop(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+/* Every call on the group it inherited must refuse; each failure is a
+ * bit of the result, sent through the pipe. */
+static int act_on_inherited_group(void *arg)
+{
+	errgroup *g = arg;
+	int failures = 0;
+
+	if (errgroup_go(g, noop, NULL) != -ECHILD)
+		failures |= 1 << 0;
+	if (errgroup_try_go(g, noop, NULL) != -ECHILD)
+		failures |= 1 << 1;
+	if (errgroup_wait(g) != NULL)
+		failures |= 1 << 2;
+	if (errgroup_set_limit(g, 2) != -ECHILD)
+		failures |= 1 << 3;
+	if (errgroup_set_cancel_on_error(g, true) != -ECHILD)
+		failures |= 1 << 4;
+	if (errgroup_set_grace_ms(g, 0) != -ECHILD)
+		failures |= 1 << 5;
+	errgroup_cancel(g);
+	errgroup_free(g);   /* only releases the inherited memory */
+	tell(failures);
+	return failures;
+}
+
+static void test_inherited_group_refuses_to_act_in_a_task(void **state)
+{
+	const struct errgroup_error *first;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	pipes_open();
+	assert_int_equal(errgroup_go(g, return_arg, (void *)(intptr_t)3), 0);
+	first = errgroup_wait(g);
+	assert_non_null(first);
+
+	assert_int_equal(errgroup_go(g, wait_at_gate, NULL), 1);
+	assert_int_equal(errgroup_go(g, act_on_inherited_group, g), 2);
+	assert_int_equal(await_word(), 0);
+	/* Its cancel and free did nothing here: the sibling still runs, and
+	 * the group still takes tasks. */
+	gate_open_n(gate[1], 1);
+	assert_ptr_equal(errgroup_wait(g), first);
+	assert_int_equal(errgroup_error_count(g), 1);
+	assert_int_equal(errgroup_go(g, noop, NULL), 3);
+	assert_ptr_equal(errgroup_wait(g), first);
+	errgroup_free(g);
+	pipes_close();
+}
+
+/*
+ * Another thread of the host may hold a group's lock when some fork
+ * happens; in the child nobody will ever release it.  The test holds the
+ * lock itself while a second group forks a task that uses the first.
+ */
+static void test_inherited_group_refuses_even_if_its_lock_was_held_at_fork(void **state)
+{
+	struct pollfd p = { .events = POLLIN };
+	errgroup *locked = errgroup_new(), *g = errgroup_new();
+	int r;
+
+	(void)state;
+	assert_non_null(locked);
+	assert_non_null(g);
+	pipes_open();
+	pthread_mutex_lock(&locked->lock);
+	r = errgroup_go(g, act_on_inherited_group, locked);
+	pthread_mutex_unlock(&locked->lock);
+	assert_int_equal(r, 0);
+
+	p.fd = ready_pipe[0];
+	do
+		r = poll(&p, 1, WAIT_LIMIT_MS);
+	while (r < 0 && errno == EINTR);
+	if (r != 1) {
+		/* Stuck on the lock: kill it, then fail. */
+		errgroup_set_grace_ms(g, 0);
+		errgroup_cancel(g);
+		errgroup_wait(g);
+		fail_msg("the task hangs on the inherited group's lock");
+	}
+	assert_int_equal(await_word(), 0);
+	assert_null(errgroup_wait(g));
+	errgroup_free(g);
+	errgroup_free(locked);
+	pipes_close();
+}
+
+/* ---- the host's children and SIGCHLD ---- */
+
+static volatile sig_atomic_t sigchld_count;
+
+static void count_sigchld(int sig)
+{
+	(void)sig;
+	sigchld_count++;
+}
+
+static void test_host_sigchld_handler_and_own_child_keep_working(void **state)
+{
+	struct sigaction sa, old, now;
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+	siginfo_t si;
+	pid_t own;
+	int r, wstatus;
+
+	(void)state;
+	assert_non_null(g);
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = count_sigchld;   /* no SA_RESTART: calls see EINTR */
+	assert_int_equal(sigaction(SIGCHLD, &sa, &old), 0);
+	sigchld_count = 0;
+
+	/* The host's own child, already a zombie while the library works. */
+	own = fork();
+	assert_true(own >= 0);
+	if (own == 0)
+		_exit(42);
+	do {
+		memset(&si, 0, sizeof si);
+		r = waitid(P_PID, (id_t)own, &si, WEXITED | WNOWAIT);
+	} while (r < 0 && errno == EINTR);
+	assert_int_equal(r, 0);
+
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(errgroup_go(g, return_arg, (void *)(intptr_t)(i == 2 ? 3 : 0)), i);
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->task, 2);
+	assert_int_equal(e->cause, ERRGROUP_RETURNED);
+	assert_int_equal(e->code, 3);
+	assert_int_equal(errgroup_error_count(g), 1);
+	errgroup_free(g);
+
+	/* The library neither reaped the host's child nor took its handler. */
+	do
+		r = waitpid(own, &wstatus, 0);
+	while (r < 0 && errno == EINTR);
+	assert_int_equal(r, own);
+	assert_true(WIFEXITED(wstatus));
+	assert_int_equal(WEXITSTATUS(wstatus), 42);
+	assert_true(sigchld_count >= 1);
+	assert_int_equal(sigaction(SIGCHLD, NULL, &now), 0);
+	assert_ptr_equal(now.sa_handler, count_sigchld);
+
+	assert_int_equal(sigaction(SIGCHLD, &old, NULL), 0);
+	assert_true(no_children_left());
+}
+
+/*
+ * With SIGCHLD ignored the kernel reaps the children itself.  The returned
+ * code comes through the channel (or PIDFD_INFO_EXIT); an exit status
+ * only through PIDFD_INFO_EXIT (Linux 6.15), so in the fallback mode it may
+ * be lost, which must be said, never reported as success.
+ */
+static void test_host_ignoring_sigchld_still_gets_each_task_result(void **state)
+{
+	const struct errgroup_error *returned = NULL, *exited = NULL, *succeeded = NULL;
+	struct sigaction ignore, old;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	memset(&ignore, 0, sizeof ignore);
+	ignore.sa_handler = SIG_IGN;
+	assert_int_equal(sigaction(SIGCHLD, &ignore, &old), 0);
+
+	assert_int_equal(errgroup_go(g, return_arg, (void *)(intptr_t)7), 0);
+	assert_int_equal(errgroup_go(g, exit_3_at_once, NULL), 1);
+	assert_int_equal(errgroup_go(g, noop, NULL), 2);
+	assert_non_null(errgroup_wait(g));
+	assert_int_equal(sigaction(SIGCHLD, &old, NULL), 0);
+
+	for (size_t i = 0; i < errgroup_error_count(g); i++) {
+		const struct errgroup_error *e = errgroup_error_at(g, i);
+
+		if (e->task == 0)
+			returned = e;
+		else if (e->task == 1)
+			exited = e;
+		else if (e->task == 2)
+			succeeded = e;
+	}
+	assert_non_null(returned);
+	assert_int_equal(returned->cause, ERRGROUP_RETURNED);
+	assert_int_equal(returned->code, 7);
+	assert_non_null(exited);
+	assert_int_equal(exited->cause, ERRGROUP_EXITED);
+	if (!fallback_mode()) {
+		assert_int_equal(exited->code, 3);
+	} else if (exited->code != 3) {
+		assert_int_equal(exited->code, -1);
+		assert_non_null(strstr(exited->message, "lost"));
+	}
+	/* A task that returned 0 sent nothing: without its status, only
+	 * "lost" can be said of it. */
+	if (!fallback_mode()) {
+		assert_null(succeeded);
+	} else if (succeeded) {
+		assert_int_equal(succeeded->cause, ERRGROUP_EXITED);
+		assert_int_equal(succeeded->code, -1);
+		assert_non_null(strstr(succeeded->message, "lost"));
+	}
+	errgroup_free(g);
+	assert_true(no_children_left());
+}
+
+/* ---- the task starts clean ---- */
+
+static void ignore_signal(int sig)
+{
+	(void)sig;
+}
+
+static unsigned long long status_mask(const char *status, const char *field)
+{
+	const char *line = strstr(status, field);
+
+	return line ? strtoull(line + strlen(field), NULL, 16) : ~0ULL;
+}
+
+#define BIT(sig) (1ULL << ((sig) - 1))
+#define CLASSIC_SIGNALS 0x7fffffffULL   /* 1..31; glibc keeps 32, 33 */
+
+/* Each host setting still visible in the task is a bit of the result. */
+static int report_signal_state(void *arg)
+{
+	char status[4096];
+	unsigned long long blocked, ignored, caught;
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC), failures = 0;
+	ssize_t n;
+
+	(void)arg;
+	if (fd < 0)
+		return 100;
+	n = read(fd, status, sizeof status - 1);
+	close(fd);
+	if (n <= 0)
+		return 101;
+	status[n] = '\0';
+	blocked = status_mask(status, "\nSigBlk:");
+	ignored = status_mask(status, "\nSigIgn:");
+	caught = status_mask(status, "\nSigCgt:");
+	if (blocked & BIT(SIGINT))
+		failures |= 1 << 0;
+	if (ignored & BIT(SIGTERM))
+		failures |= 1 << 1;
+	if (caught & BIT(SIGUSR1))
+		failures |= 1 << 2;
+	if (blocked != 0)
+		failures |= 1 << 3;
+	if ((ignored | caught) & CLASSIC_SIGNALS)
+		failures |= 1 << 4;
+	return failures;
+}
+
+static void test_host_signal_state_is_reset_in_the_task(void **state)
+{
+	struct sigaction ignore, handler, old_term, old_usr1;
+	const struct errgroup_error *e;
+	sigset_t intr, old_mask;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	memset(&ignore, 0, sizeof ignore);
+	ignore.sa_handler = SIG_IGN;
+	memset(&handler, 0, sizeof handler);
+	handler.sa_handler = ignore_signal;
+	sigemptyset(&intr);
+	sigaddset(&intr, SIGINT);
+	assert_int_equal(sigaction(SIGTERM, &ignore, &old_term), 0);
+	assert_int_equal(sigaction(SIGUSR1, &handler, &old_usr1), 0);
+	assert_int_equal(sigprocmask(SIG_BLOCK, &intr, &old_mask), 0);
+
+	assert_int_equal(errgroup_go(g, report_signal_state, NULL), 0);
+	e = errgroup_wait(g);
+
+	sigprocmask(SIG_SETMASK, &old_mask, NULL);
+	sigaction(SIGUSR1, &old_usr1, NULL);
+	sigaction(SIGTERM, &old_term, NULL);
+	if (e)
+		print_error("host signal state left in the task: %d (see report_signal_state)\n",
+			    e->code);
+	assert_null(e);
+	errgroup_free(g);
+}
+
+/* ---- stdio and atexit ---- */
+
+static FILE *shared_stream;   /* a fully buffered stream on a temp file */
+
+static FILE *open_temp_stream(char *path)
+{
+	int fd = mkstemp(path);
+	FILE *f;
+
+	assert_true(fd >= 0);
+	f = fdopen(fd, "a");
+	assert_non_null(f);
+	assert_int_equal(setvbuf(f, NULL, _IOFBF, 4096), 0);
+	return f;
+}
+
+/* The whole file, NUL-terminated, into buf. */
+static void read_file(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	assert_true(fd >= 0);
+	n = read(fd, buf, size - 1);
+	close(fd);
+	assert_true(n >= 0);
+	buf[n] = '\0';
+}
+
+static size_t count_occurrences(const char *text, const char *needle)
+{
+	size_t n = 0;
+
+	for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+static void test_host_buffered_output_is_written_once(void **state)
+{
+	char path[] = "/tmp/errgroup-test-stdio-XXXXXX", text[4096];
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	shared_stream = open_temp_stream(path);
+	fprintf(shared_stream, "host output buffered before go;");
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(errgroup_go(g, noop, NULL), i);
+	assert_null(errgroup_wait(g));
+	fclose(shared_stream);
+
+	read_file(path, text, sizeof text);
+	unlink(path);
+	assert_string_equal(text, "host output buffered before go;");
+	errgroup_free(g);
+}
+
+static int print_without_newline(void *arg)
+{
+	fprintf(shared_stream, "task %d output;", (int)(intptr_t)arg);
+	return 0;
+}
+
+static void test_task_output_is_flushed_when_it_returns(void **state)
+{
+	char path[] = "/tmp/errgroup-test-stdio-XXXXXX", text[4096], line[64];
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	shared_stream = open_temp_stream(path);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(errgroup_go(g, print_without_newline, (void *)(intptr_t)i), i);
+	assert_null(errgroup_wait(g));
+	fclose(shared_stream);
+
+	read_file(path, text, sizeof text);
+	unlink(path);
+	for (int i = 0; i < 3; i++) {
+		snprintf(line, sizeof line, "task %d output;", i);
+		assert_int_equal(count_occurrences(text, line), 1);
+	}
+	assert_int_equal(strlen(text), 3 * strlen("task 0 output;"));
+	errgroup_free(g);
+}
+
+static int atexit_fd = -1;   /* where the host's atexit handler writes */
+
+static void host_atexit_handler(void)
+{
+	if (atexit_fd >= 0 && write(atexit_fd, "A", 1) < 0)
+		return;
+}
+
+static void test_host_atexit_handler_does_not_run_in_a_task(void **state)
+{
+	static bool registered;
+	errgroup *g = errgroup_new();
+	int p[2];
+	char c;
+
+	(void)state;
+	assert_non_null(g);
+	if (!registered) {
+		assert_int_equal(atexit(host_atexit_handler), 0);
+		registered = true;
+	}
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	atexit_fd = p[1];
+	assert_int_equal(errgroup_go(g, noop, NULL), 0);
+	assert_int_equal(errgroup_go(g, return_arg, (void *)(intptr_t)5), 1);
+	assert_int_equal(errgroup_wait(g)->code, 5);
+	atexit_fd = -1;
+	close(p[1]);
+
+	/* Every child is gone: end of file, unless a handler wrote. */
+	assert_int_equal(read(p[0], &c, 1), 0);
+	close(p[0]);
+	errgroup_free(g);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_free_with_running_children_leaves_no_child_zombie_or_fd),
+		cmocka_unit_test(test_free_null_is_a_noop),
+		cmocka_unit_test(test_free_kills_a_running_child),
+		cmocka_unit_test(test_task_sees_no_library_fd),
+		cmocka_unit_test(test_inherited_group_refuses_to_act_in_a_task),
+		cmocka_unit_test(test_inherited_group_refuses_even_if_its_lock_was_held_at_fork),
+		cmocka_unit_test(test_host_sigchld_handler_and_own_child_keep_working),
+		cmocka_unit_test(test_host_ignoring_sigchld_still_gets_each_task_result),
+		cmocka_unit_test(test_host_signal_state_is_reset_in_the_task),
+		cmocka_unit_test(test_host_buffered_output_is_written_once),
+		cmocka_unit_test(test_task_output_is_flushed_when_it_returns),
+		cmocka_unit_test(test_host_atexit_handler_does_not_run_in_a_task),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
