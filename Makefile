@@ -88,6 +88,7 @@ demo: deps
 # old kernels, seccomp sandboxes and valgrind get.
 check: deps
 	$(Q)$(MAKE) --no-print-directory all $(TESTS)
+	$(Q)tools/install-test.sh
 	$(Q)tools/run-tests.sh $(TESTS)
 
 memcheck: deps
