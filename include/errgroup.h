@@ -24,7 +24,11 @@
  * threads held at the fork stay locked in it, so a task should not rely on
  * the host's own locks (glibc's malloc and stdio are safe: glibc resets them
  * at fork).  When the task returns, the child flushes stdio and leaves with
- * _exit(): the host's atexit handlers never run in it.
+ * _exit(): the host's atexit handlers never run in it.  The child leads its
+ * own process group and holds two library fds: the group's channel (closed
+ * on exec) and the read end of its lifeline pipe, which stays open across
+ * exec because it is what kills the task's process group if the calling
+ * process dies; every other library fd is closed in every child.
  */
 #ifndef ERRGROUP_H
 #define ERRGROUP_H

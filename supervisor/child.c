@@ -66,9 +66,12 @@ static bool arm_lifeline(int lifeline)
 {
 	struct pollfd p = { .fd = lifeline, .events = POLLIN };
 
+	/* Kept open across exec, so that a task that execs a program keeps
+	 * its lifeline: the owner and signal belong to the open file. */
 	if (fcntl(lifeline, F_SETSIG, SIGKILL) < 0 ||
 	    fcntl(lifeline, F_SETOWN, -getpid()) < 0 ||
-	    fcntl(lifeline, F_SETFL, O_ASYNC) < 0)
+	    fcntl(lifeline, F_SETFL, O_ASYNC) < 0 ||
+	    fcntl(lifeline, F_SETFD, 0) < 0)
 		return true;   /* no lifeline, but the task can run */
 	/* The parent may have died between the gate and the arming. */
 	return poll(&p, 1, 0) == 0;

@@ -14,14 +14,13 @@ enum { TASKS = 2 };
 struct census {
 	atomic_int task_pid[TASKS];
 	atomic_int grandchild_pid[TASKS];
-	atomic_int ready;
 };
 
 static struct census *census;
 static int ready_fd;
 
 /* Leaves a grandchild in the task's process group, reports both pids,
- * and blocks for good. */
+ * says it is ready (a byte on ready_fd), and blocks for good. */
 static int task_with_grandchild(void *arg)
 {
 	int slot = (int)(intptr_t)arg;
@@ -33,12 +32,33 @@ static int task_with_grandchild(void *arg)
 	}
 	atomic_store(&census->task_pid[slot], getpid());
 	atomic_store(&census->grandchild_pid[slot], grandchild);
-	if (atomic_fetch_add(&census->ready, 1) + 1 == TASKS)
-		(void)!write(ready_fd, "r", 1);
+	(void)!write(ready_fd, "r", 1);
 	for (;;)
 		pause();
 	return 0;
 }
+
+/* As above, but the task then execs a program: the lifeline survives. */
+static int task_with_grandchild_then_exec(void *arg)
+{
+	int slot = (int)(intptr_t)arg;
+	pid_t grandchild = fork();
+
+	if (grandchild == 0) {
+		for (;;)
+			pause();
+	}
+	char script[64];
+
+	atomic_store(&census->task_pid[slot], getpid());
+	atomic_store(&census->grandchild_pid[slot], grandchild);
+	/* The exec'd program says it runs, so the host dies after the exec. */
+	snprintf(script, sizeof script, "printf r >&%d; exec sleep 1000000", ready_fd);
+	execl("/bin/sh", "sh", "-c", script, (char *)NULL);
+	return 1;
+}
+
+static errgroup_task *host_task;
 
 /* The host: starts the tasks, then waits to be killed. */
 static _Noreturn void host(void)
@@ -46,7 +66,7 @@ static _Noreturn void host(void)
 	errgroup *g = errgroup_new();
 
 	for (int i = 0; i < TASKS; i++)
-		if (errgroup_go(g, task_with_grandchild, (void *)(intptr_t)i) < 0)
+		if (errgroup_go(g, host_task, (void *)(intptr_t)i) < 0)
 			_exit(1);
 	for (;;)
 		pause();
@@ -54,12 +74,12 @@ static _Noreturn void host(void)
 
 /* The test process adopts the orphans (a subreaper), so it can wait for
  * each of them and see what killed it. */
-static void test_tasks_and_grandchildren_die_when_the_host_is_killed(void **state)
+static void kill_host_and_expect_orphans_killed(errgroup_task *task)
 {
 	int p[2], status;
 	pid_t host_pid;
-	(void)state;
 
+	host_task = task;
 	census = shared_alloc(sizeof *census);
 	assert_int_equal(pipe(p), 0);
 	ready_fd = p[1];
@@ -68,7 +88,8 @@ static void test_tasks_and_grandchildren_die_when_the_host_is_killed(void **stat
 	assert_true(host_pid >= 0);
 	if (host_pid == 0)
 		host();
-	assert_int_equal(read_byte(p[0]), 'r');
+	for (int i = 0; i < TASKS; i++)
+		assert_int_equal(read_byte(p[0]), 'r');
 
 	assert_int_equal(kill(host_pid, SIGKILL), 0);
 	assert_int_equal(waitpid(host_pid, &status, 0), host_pid);
@@ -90,6 +111,18 @@ static void test_tasks_and_grandchildren_die_when_the_host_is_killed(void **stat
 	close(p[0]);
 	close(p[1]);
 	shared_free(census, sizeof *census);
+}
+
+static void test_tasks_and_grandchildren_die_when_the_host_is_killed(void **state)
+{
+	(void)state;
+	kill_host_and_expect_orphans_killed(task_with_grandchild);
+}
+
+static void test_exec_d_tasks_die_when_the_host_is_killed(void **state)
+{
+	(void)state;
+	kill_host_and_expect_orphans_killed(task_with_grandchild_then_exec);
 }
 
 static int block_on_pipe(void *arg)
@@ -135,6 +168,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_tasks_and_grandchildren_die_when_the_host_is_killed),
+		cmocka_unit_test(test_exec_d_tasks_die_when_the_host_is_killed),
 		cmocka_unit_test(test_tasks_outlive_the_thread_that_started_them),
 	};
 
