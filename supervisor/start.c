@@ -59,10 +59,12 @@ static int reserve_errors(errgroup *g)
 }
 
 /* Forks the child, which waits at its gate (see open_gate).  Runs without
- * the group lock; the channel's fds live as long as the group. */
-static int spawn(errgroup *g, errgroup_task *fn, void *arg, struct task **ret)
+ * the group lock; the channel's fds live as long as the group.  Returns 0
+ * with every signal blocked in the calling thread (the caller restores
+ * *saved after the gate), or an error with the mask as it was. */
+static int spawn(errgroup *g, errgroup_task *fn, void *arg, struct task **ret, sigset_t *saved)
 {
-	sigset_t all, saved;
+	sigset_t all;
 	struct task *t;
 	int lifeline[2], r;
 	pid_t pid;
@@ -86,14 +88,13 @@ static int spawn(errgroup *g, errgroup_task *fn, void *arg, struct task **ret)
 	/* No host signal handler may run in the child before it resets
 	 * the dispositions; the child unblocks once it has. */
 	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &saved);
+	pthread_sigmask(SIG_SETMASK, &all, saved);
 	fdreg_set_fork_keep(g->channel_tx, lifeline[0]);
 	pid = fork();
 	if (pid == 0)
 		child_run(g->channel_tx, lifeline[0], fn, arg);
 	r = -errno;
 	fdreg_set_fork_keep(-1, -1);
-	pthread_sigmask(SIG_SETMASK, &saved, NULL);
 	fdreg_close(lifeline[0]);
 	if (pid < 0)
 		goto fail_close;
@@ -113,6 +114,7 @@ static int spawn(errgroup *g, errgroup_task *fn, void *arg, struct task **ret)
 fail_abort:
 	abort_child(pid);
 fail_close:
+	pthread_sigmask(SIG_SETMASK, saved, NULL);
 	fdreg_close(lifeline[1]);
 fail_free:
 	free(t->error);
@@ -140,21 +142,33 @@ static int watch(errgroup *g, struct task *t)
  * channel attributes frames by sender pid, and a poller in another thread
  * would drop a frame (the task's RETURNED code, its message) that arrived
  * before.  A write to the child's own, empty pipe cannot block; it fails
- * only if the child is already dead, which reaping will report.  Lock held.
+ * only if the child is already dead (killed by someone else), which
+ * reaping will report.  That write raises SIGPIPE, still blocked here
+ * (spawn), and it is ours to take, unless the host blocks SIGPIPE itself
+ * and may have one of its own pending.  Lock held.
  */
-static void open_gate(struct task *t)
+static void open_gate(struct task *t, const sigset_t *host_mask)
 {
 	static const char gate = 0;
+	static const struct timespec now = { 0, 0 };
+	sigset_t sigpipe;
 	ssize_t n;
 
 	do
 		n = write(t->lifeline, &gate, 1);
 	while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EPIPE && !sigismember(host_mask, SIGPIPE)) {
+		sigemptyset(&sigpipe);
+		sigaddset(&sigpipe, SIGPIPE);
+		sigtimedwait(&sigpipe, NULL, &now);
+	}
 }
 
 static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
 {
 	struct task *t = NULL;
+	bool masked = false;
+	sigset_t host_mask;
 	int r, index;
 
 	if (!fn)
@@ -185,7 +199,7 @@ static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
 	g->starting++;
 	pthread_mutex_unlock(&g->lock);
 
-	r = spawn(g, fn, arg, &t);
+	r = spawn(g, fn, arg, &t, &host_mask);
 
 	pthread_mutex_lock(&g->lock);
 	g->starting--;
@@ -204,6 +218,7 @@ static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
 			wake_poller(g);
 		pthread_cond_broadcast(&g->changed);
 		pthread_mutex_unlock(&g->lock);
+		pthread_sigmask(SIG_SETMASK, &host_mask, NULL);
 		abort_child(t->pid);
 		task_free(t);
 		return r;
@@ -212,14 +227,18 @@ static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
 	RB_INSERT(pid_tree, &g->tasks_by_pid, t);
 	g->running++;
 	index = t->index;
-	/* Before any signal from us: a child that SIGKILL ended at once
-	 * would make the write raise SIGPIPE. */
-	open_gate(t);
+	/* Before any signal from us, so that our own SIGKILL cannot be
+	 * what makes the write fail. */
+	open_gate(t, &host_mask);
+	masked = true;
 	if (g->canceled)
 		group_cancel_locked(g);   /* applies the cancel to the new task */
 	r = index;
 out:
 	pthread_mutex_unlock(&g->lock);
+	/* Unblocked outside the lock: a host handler may run now. */
+	if (masked)
+		pthread_sigmask(SIG_SETMASK, &host_mask, NULL);
 	return r;
 }
 
