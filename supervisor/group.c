@@ -227,7 +227,13 @@ EXPORT void errgroup_free(errgroup *g)
 		free(e);
 	}
 	free(g->errors);
-	pthread_cond_destroy(&g->changed);
-	pthread_mutex_destroy(&g->lock);
+	/* An inherited lock may have been held, and the condition waited
+	 * on, by parent threads that do not exist here: destroying a locked
+	 * mutex is undefined, and glibc's pthread_cond_destroy waits for
+	 * the waiters, forever. */
+	if (owner) {
+		pthread_cond_destroy(&g->changed);
+		pthread_mutex_destroy(&g->lock);
+	}
 	free(g);
 }

@@ -13,8 +13,13 @@
 #include "helpers.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 
 #include "internal.h"
@@ -539,6 +544,132 @@ static void test_channel_shut_down_by_a_task_does_not_spin_the_parent(void **sta
 			 (unsigned long long)(cpu / 1000000), (unsigned long long)(wall / 1000000));
 }
 
+/* ---- a task that frees the group it inherited ------------------------------ */
+
+/* Not the channel, but the same distrust of what a task does: the header
+ * lets a task call errgroup_free() on the group it inherited ("only
+ * releases memory"), and host threads may have been waiting on the
+ * group's condition variable when the task was forked. */
+
+struct inherited {
+	errgroup *g;
+	int done;             /* the task writes a byte here once free returned */
+	atomic_int tid[2];    /* the host threads waiting on the group */
+};
+
+struct waiter {
+	struct inherited *in;
+	int i;
+};
+
+static void *wait_in_thread(void *arg)
+{
+	struct waiter *w = arg;
+
+	atomic_store(&w->in->tid[w->i], (int)gettid());
+	errgroup_wait(w->in->g);
+	return NULL;
+}
+
+/* The system call that thread tid of this process is blocked in, or -1. */
+static long blocked_in(int tid)
+{
+	char path[64];
+	long nr = -1;
+	FILE *f;
+
+	if (tid == 0)
+		return -1;
+	snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	if (fscanf(f, "%ld", &nr) != 1)   /* "running" */
+		nr = -1;
+	fclose(f);
+	return nr;
+}
+
+static bool in_epoll_wait(long nr)
+{
+#ifdef SYS_epoll_wait
+	if (nr == SYS_epoll_wait)
+		return true;
+#endif
+	return nr == SYS_epoll_pwait;
+}
+
+/* One thread holds the poller role (in epoll_wait); the other sleeps on
+ * the group's condition variable (in futex: the lock itself is free while
+ * the poller waits). */
+static bool one_polls_one_sleeps(struct inherited *in)
+{
+	long a = blocked_in(atomic_load(&in->tid[0])), b = blocked_in(atomic_load(&in->tid[1]));
+
+	return (in_epoll_wait(a) && b == SYS_futex) || (in_epoll_wait(b) && a == SYS_futex);
+}
+
+static int free_inherited_group(void *arg)
+{
+	struct inherited *in = arg;
+
+	errgroup_free(in->g);
+	return write(in->done, "d", 1) == 1 ? 13 : SETUP_FAILED;
+}
+
+static int block_on_pipe(void *arg)
+{
+	return read_byte((int)(intptr_t)arg) < 0;
+}
+
+static void test_task_freeing_its_inherited_group_does_not_hang(void **state)
+{
+	struct fixture *f = *state;
+	struct inherited *in = calloc(1, sizeof *in);
+	struct waiter waiters[2] = { { in, 0 }, { in, 1 } };
+	const struct errgroup_error *e;
+	struct pollfd done = { .events = POLLIN };
+	pthread_t threads[2];
+	int gate[2], done_pipe[2], index, returned;
+
+	assert_non_null(in);
+	assert_int_equal(pipe2(gate, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(done_pipe, O_CLOEXEC), 0);
+	in->g = f->g;
+	in->done = done_pipe[1];
+	/* A quiet task for the threads to wait for: no event wakes them. */
+	assert_true(errgroup_go(f->g, block_on_pipe, (void *)(intptr_t)gate[0]) >= 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&threads[i], NULL, wait_in_thread, &waiters[i]), 0);
+	while (!one_polls_one_sleeps(in))
+		sched_yield();
+
+	index = errgroup_go(f->g, free_inherited_group, in);
+	assert_true(index >= 0);
+	/* A bound, not a synchronisation: the task is done at once, or hangs. */
+	done.fd = done_pipe[0];
+	returned = poll(&done, 1, 10000) == 1;
+	if (!returned) {
+		errgroup_set_grace_ms(f->g, 0);
+		errgroup_cancel(f->g);
+	}
+	gate_open_n(gate[1], 1);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_join(threads[i], NULL), 0);
+	close(gate[0]);
+	close(gate[1]);
+	close(done_pipe[0]);
+	close(done_pipe[1]);
+	free(in);
+	if (!returned)
+		fail_msg("errgroup_free of the inherited group hangs in the task");
+	e = errgroup_error_at(f->g, 0);
+	assert_non_null(e);
+	assert_int_equal(e->task, index);
+	assert_int_equal(e->cause, ERRGROUP_RETURNED);
+	assert_int_equal(e->code, 13);
+}
+
 #define hostile_test(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -561,6 +692,7 @@ int main(void)
 		hostile_test(test_task_closing_every_fd_is_reported_by_its_exit_status),
 		hostile_test(test_frames_from_a_grandchild_are_dropped),
 		hostile_test(test_channel_shut_down_by_a_task_does_not_spin_the_parent),
+		hostile_test(test_task_freeing_its_inherited_group_does_not_hang),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
