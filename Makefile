@@ -114,3 +114,45 @@ uninstall:
 
 clean:
 	rm -rf $(B)
+
+# Hostile input: the frame decoder under libFuzzer, and the whole suite
+# under sanitizers, each built in its own directory inside $(B).
+#   make fuzz   clang's libFuzzer, with ASan and UBSan, on frame_decode()
+#               for FUZZ_SECONDS; a crash or a broken invariant stops it,
+#               exits nonzero and leaves the input in $(B)/fuzz/.  The
+#               seeds in tests/fuzz/corpus are only read; what the fuzzer
+#               finds goes to $(B)/fuzz/corpus.  FUZZ_MAX_LEN is above
+#               FRAME_MAX (65 616), so both sides of that bound are tried.
+#   make asan   the suite built with ASan + UBSan,
+#   make tsan   and with TSan, each run by tools/sanitize.sh, which says
+#               why each runtime option is set.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_MAX_LEN  = 66000
+ASAN_CFLAGS   = -fsanitize=address,undefined -fno-omit-frame-pointer
+TSAN_CFLAGS   = -fsanitize=thread
+SAN_TESTS     = $(TESTS:$(B)/%=%)
+.PHONY: fuzz asan tsan
+
+$(B)/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c supervisor/frame.c supervisor/internal.h include/errgroup.h
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  FUZZCC  $<")
+	$(Q)$(FUZZ_CC) $(CFLAGS_AUTO) -Isupervisor -g -O1 -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all -o $@ tests/fuzz/fuzz_frame.c supervisor/frame.c
+
+fuzz:
+	$(Q)tools/deps.sh clang
+	$(Q)$(MAKE) --no-print-directory $(B)/fuzz/fuzz_frame
+	@mkdir -p $(B)/fuzz/corpus
+	$(Q)$(B)/fuzz/fuzz_frame -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) \
+		-artifact_prefix=$(B)/fuzz/ $(B)/fuzz/corpus tests/fuzz/corpus
+
+asan: deps
+	$(Q)$(MAKE) --no-print-directory B=$(B)/asan CFLAGS="$(CFLAGS) $(ASAN_CFLAGS)" \
+		all $(SAN_TESTS:%=$(B)/asan/%)
+	$(Q)tools/sanitize.sh asan $(SAN_TESTS:%=$(B)/asan/%)
+
+tsan: deps
+	$(Q)$(MAKE) --no-print-directory B=$(B)/tsan CFLAGS="$(CFLAGS) $(TSAN_CFLAGS)" \
+		all $(SAN_TESTS:%=$(B)/tsan/%)
+	$(Q)tools/sanitize.sh tsan $(SAN_TESTS:%=$(B)/tsan/%)
