@@ -112,6 +112,30 @@ uninstall:
 		$(DESTDIR)$(LIBDIR)/liberrgroup.so \
 		$(DESTDIR)$(LIBDIR)/pkgconfig/errgroup.pc
 
+# Benchmarks, not part of check (docs/benchmarks.md).  They build their own
+# copy of the library in $(BENCH_B), always at -O2, whatever CFLAGS the
+# main build used.  bench-syscalls needs perf or strace.
+BENCH_B = $(B)/bench-O2
+.PHONY: bench bench-syscalls bench-build
+
+bench-build: $(STATIC) $(B)/bench/bench $(B)/bench/children
+
+$(B)/bench/%: bench/%.c $(STATIC) include/errgroup.h
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_AUTO) $(CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC) $(LDLIBS_AUTO)
+
+# The second children run is meant to fail (the fds run out): it shows how.
+bench:
+	$(Q)$(MAKE) --no-print-directory B=$(BENCH_B) CFLAGS='-O2 -g' bench-build
+	$(BENCH_B)/bench/bench
+	$(BENCH_B)/bench/children 5000
+	$(BENCH_B)/bench/children --fd-limit 1024 1000 || true
+
+bench-syscalls:
+	$(Q)$(MAKE) --no-print-directory B=$(BENCH_B) CFLAGS='-O2 -g' bench-build
+	bench/syscalls.sh $(BENCH_B)/bench/bench
+
 clean:
 	rm -rf $(B)
 
