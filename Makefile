@@ -39,7 +39,7 @@ endif
 .DELETE_ON_ERROR:
 .PHONY: all deps check memcheck demo install uninstall clean
 
-all: $(STATIC) $(SHARED) $(B)/errgroup.pc $(EXAMPLES)
+all: $(STATIC) $(SHARED) $(EXAMPLES)
 
 deps:
 	$(Q)tools/deps.sh $(DEPS)
@@ -59,11 +59,6 @@ $(SHARED): $(LIB_OBJS) supervisor/liberrgroup.map
 		$(CFLAGS) $(LDFLAGS) -o $@ $(LIB_OBJS) $(LDLIBS_AUTO)
 	$(Q)ln -sf liberrgroup.so.$(VERSION) $(B)/$(SONAME)
 	$(Q)ln -sf $(SONAME) $(B)/liberrgroup.so
-
-$(B)/errgroup.pc: errgroup.pc.in Makefile
-	@mkdir -p $(@D)
-	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
 $(B)/examples/%: examples/%.c $(STATIC) include/errgroup.h
 	@mkdir -p $(@D)
@@ -102,7 +97,10 @@ install: all
 	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
 	ln -sf liberrgroup.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/liberrgroup.so
-	install -m 644 $(B)/errgroup.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	# Written here, for the PREFIX of this install, not the build's.
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+		errgroup.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/errgroup.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/errgroup.h \
