@@ -58,9 +58,10 @@ static void reset_signal_dispositions(void)
  * included, or exec'd), the kernel signals the owner of the read end,
  * which we make our whole process group, with the signal we make SIGKILL.
  * Unlike PR_SET_PDEATHSIG it follows the parent process, not the thread
- * that forked us, and it reaches the task's own children too.  It is armed
- * after the gate byte was read, since a write would fire it as well.
- * Returns false if the parent is already gone.
+ * that forked us, and it reaches the task's own children too.  Nothing is
+ * ever written to the pipe: a write would fire the signal as well (the
+ * kernel wakes the reader before it signals, so not even a byte read
+ * before arming is safe).  Returns false if the parent is already gone.
  */
 static bool arm_lifeline(int lifeline)
 {
@@ -80,24 +81,25 @@ static bool arm_lifeline(int lifeline)
 _Noreturn void child_run(int channel, int lifeline, errgroup_task *fn, void *arg)
 {
 	unsigned char frame[FRAME_HEADER_SIZE];
-	sigset_t none;
-	char gate;
-	ssize_t n;
-	int r;
+	sigset_t none, gate;
+	int r, n;
 
 	/* The group signals the task's process group; until this call it
 	 * signals the child alone, which has no descendants yet. */
 	setpgid(0, 0);
 	reset_signal_dispositions();
 
-	/* The start gate: the parent writes one byte once it holds our
-	 * pidfd, so that even a task that ends at once cannot be reaped by
-	 * someone else first.  End of file means the parent died. */
-	do
-		n = read(lifeline, &gate, 1);
-	while (n < 0 && errno == EINTR);
-	if (n != 1 || !arm_lifeline(lifeline))
+	if (!arm_lifeline(lifeline))
 		_exit(127);
+	/* The start gate: the parent sends SIGNAL_GATE once it holds our
+	 * pidfd, so that even a task that ends at once cannot be reaped by
+	 * someone else first.  Every signal is still blocked; should the
+	 * parent die meanwhile, the lifeline ends the wait. */
+	sigemptyset(&gate);
+	sigaddset(&gate, SIGNAL_GATE);
+	do
+		n = sigwaitinfo(&gate, NULL);
+	while (n < 0 && errno == EINTR);
 
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);

@@ -6,11 +6,11 @@
  * (frame.c) on the shared end, and the kernel stamps each with the
  * sender's pid, which is how the parent tells whose frame it is
  * (channel.c).  Each running task owns a pidfd, in the epoll set one-shot
- * with the task's index as key, and the write end of a pipe, its lifeline:
- * the parent writes one byte to open the child's start gate once it holds
- * the pidfd, and never writes again; when the parent process dies, the
- * pipe loses its writer and the kernel sends SIGKILL to the task's process
- * group (child.c).
+ * with the task's index as key, and the write end of a pipe, its lifeline,
+ * which the parent never writes to: when the parent process dies, the pipe
+ * loses its writer and the kernel sends SIGKILL to the task's process group
+ * (child.c).  The child runs the task only after the parent, holding its
+ * pidfd, sends it SIGNAL_GATE (start.c).
  *
  * Whoever waits reaps: a thread blocked in errgroup_go() at the limit or in
  * errgroup_wait() takes the "poller" role (poll.c) and handles the group's
@@ -113,6 +113,9 @@ uint64_t event_key(int index, enum event_kind kind);
 bool group_is_foreign(const errgroup *g);
 struct task *task_find(errgroup *g, int index);
 struct task *task_find_pid(errgroup *g, pid_t pid);
+
+/* The signal that opens a child's start gate (start.c, child.c). */
+#define SIGNAL_GATE SIGRTMIN
 
 /* child.c: runs in the child after fork; never returns. */
 _Noreturn void child_run(int channel, int lifeline, errgroup_task *fn, void *arg);

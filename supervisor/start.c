@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/pidfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -59,12 +60,10 @@ static int reserve_errors(errgroup *g)
 }
 
 /* Forks the child, which waits at its gate (see open_gate).  Runs without
- * the group lock; the channel's fds live as long as the group.  Returns 0
- * with every signal blocked in the calling thread (the caller restores
- * *saved after the gate), or an error with the mask as it was. */
-static int spawn(errgroup *g, errgroup_task *fn, void *arg, struct task **ret, sigset_t *saved)
+ * the group lock; the channel's fds live as long as the group. */
+static int spawn(errgroup *g, errgroup_task *fn, void *arg, struct task **ret)
 {
-	sigset_t all;
+	sigset_t all, saved;
 	struct task *t;
 	int lifeline[2], r;
 	pid_t pid;
@@ -88,13 +87,14 @@ static int spawn(errgroup *g, errgroup_task *fn, void *arg, struct task **ret, s
 	/* No host signal handler may run in the child before it resets
 	 * the dispositions; the child unblocks once it has. */
 	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, saved);
+	pthread_sigmask(SIG_SETMASK, &all, &saved);
 	fdreg_set_fork_keep(g->channel_tx, lifeline[0]);
 	pid = fork();
 	if (pid == 0)
 		child_run(g->channel_tx, lifeline[0], fn, arg);
 	r = -errno;
 	fdreg_set_fork_keep(-1, -1);
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
 	fdreg_close(lifeline[0]);
 	if (pid < 0)
 		goto fail_close;
@@ -114,7 +114,6 @@ static int spawn(errgroup *g, errgroup_task *fn, void *arg, struct task **ret, s
 fail_abort:
 	abort_child(pid);
 fail_close:
-	pthread_sigmask(SIG_SETMASK, saved, NULL);
 	fdreg_close(lifeline[1]);
 fail_free:
 	free(t->error);
@@ -141,34 +140,21 @@ static int watch(errgroup *g, struct task *t)
  * Lets the child run the task.  Only once the task is in the pid tree: the
  * channel attributes frames by sender pid, and a poller in another thread
  * would drop a frame (the task's RETURNED code, its message) that arrived
- * before.  A write to the child's own, empty pipe cannot block; it fails
- * only if the child is already dead (killed by someone else), which
- * reaping will report.  That write raises SIGPIPE, still blocked here
- * (spawn), and it is ours to take, unless the host blocks SIGPIPE itself
- * and may have one of its own pending.  Lock held.
+ * before.  A signal, not a write to the lifeline: a write would fire the
+ * lifeline.  The child is ours and unreaped, so its pid is safe to use
+ * without a pidfd.  If it already died, reaping will tell.  Lock held.
  */
-static void open_gate(struct task *t, const sigset_t *host_mask)
+static void open_gate(struct task *t)
 {
-	static const char gate = 0;
-	static const struct timespec now = { 0, 0 };
-	sigset_t sigpipe;
-	ssize_t n;
-
-	do
-		n = write(t->lifeline, &gate, 1);
-	while (n < 0 && errno == EINTR);
-	if (n < 0 && errno == EPIPE && !sigismember(host_mask, SIGPIPE)) {
-		sigemptyset(&sigpipe);
-		sigaddset(&sigpipe, SIGPIPE);
-		sigtimedwait(&sigpipe, NULL, &now);
-	}
+	if (t->pidfd >= 0)
+		pidfd_send_signal(t->pidfd, SIGNAL_GATE, NULL, 0);
+	else
+		kill(t->pid, SIGNAL_GATE);
 }
 
 static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
 {
 	struct task *t = NULL;
-	bool masked = false;
-	sigset_t host_mask;
 	int r, index;
 
 	if (!fn)
@@ -199,7 +185,7 @@ static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
 	g->starting++;
 	pthread_mutex_unlock(&g->lock);
 
-	r = spawn(g, fn, arg, &t, &host_mask);
+	r = spawn(g, fn, arg, &t);
 
 	pthread_mutex_lock(&g->lock);
 	g->starting--;
@@ -218,7 +204,6 @@ static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
 			wake_poller(g);
 		pthread_cond_broadcast(&g->changed);
 		pthread_mutex_unlock(&g->lock);
-		pthread_sigmask(SIG_SETMASK, &host_mask, NULL);
 		abort_child(t->pid);
 		task_free(t);
 		return r;
@@ -227,18 +212,12 @@ static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
 	RB_INSERT(pid_tree, &g->tasks_by_pid, t);
 	g->running++;
 	index = t->index;
-	/* Before any signal from us, so that our own SIGKILL cannot be
-	 * what makes the write fail. */
-	open_gate(t, &host_mask);
-	masked = true;
+	open_gate(t);
 	if (g->canceled)
 		group_cancel_locked(g);   /* applies the cancel to the new task */
 	r = index;
 out:
 	pthread_mutex_unlock(&g->lock);
-	/* Unblocked outside the lock: a host handler may run now. */
-	if (masked)
-		pthread_sigmask(SIG_SETMASK, &host_mask, NULL);
 	return r;
 }
 
