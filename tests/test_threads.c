@@ -53,7 +53,7 @@ static uint64_t monotonic_ms(void)
 static long thread_syscall(pid_t tid, unsigned long long *ret_timeout_arg)
 {
 	char path[64], buf[256];
-	unsigned long long args[4];
+	unsigned long long args[4] = { 0 };
 	long nr = -1;
 	FILE *f;
 
