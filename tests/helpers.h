@@ -12,6 +12,8 @@
 
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -28,6 +30,10 @@
 #include <cmocka.h>
 
 #include "errgroup.h"
+
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
 
 /* Memory that the test and its tasks share: counters a task can raise. */
 static inline void *shared_alloc(size_t size)
@@ -85,6 +91,62 @@ static inline int read_byte(int fd)
 		r = read(fd, &c, 1);
 	while (r < 0 && errno == EINTR);
 	return r == 1 ? (unsigned char)c : -1;
+}
+
+/* How long a test waits for what must happen: "never happened" on a
+ * loaded machine, not a synchronisation. */
+#define WAIT_LIMIT_MS 30000
+
+/* A pipe on which tasks send the test words (a pid, a result). */
+static int ready_pipe[2];
+
+static inline void ready_pipe_open(void)
+{
+	assert_int_equal(pipe2(ready_pipe, O_CLOEXEC), 0);
+}
+
+static inline void ready_pipe_close(void)
+{
+	close(ready_pipe[0]);
+	close(ready_pipe[1]);
+}
+
+/* In a task: send the test a word. */
+static inline void tell_word(int word)
+{
+	ssize_t n;
+
+	do
+		n = write(ready_pipe[1], &word, sizeof word);
+	while (n < 0 && errno == EINTR);
+}
+
+/* In the test: the next word a task sent; fails after WAIT_LIMIT_MS. */
+static inline int await_word(void)
+{
+	struct pollfd p = { .fd = ready_pipe[0], .events = POLLIN };
+	int word = -1, r;
+	ssize_t n;
+
+	do
+		r = poll(&p, 1, WAIT_LIMIT_MS);
+	while (r < 0 && errno == EINTR);
+	assert_int_equal(r, 1);
+	do
+		n = read(ready_pipe[0], &word, sizeof word);
+	while (n < 0 && errno == EINTR);
+	assert_int_equal(n, sizeof word);
+	return word;
+}
+
+/* Under valgrind, signals and dispositions are partly valgrind's own. */
+static inline bool under_valgrind(void)
+{
+#ifdef RUNNING_ON_VALGRIND
+	return RUNNING_ON_VALGRIND;
+#else
+	return false;
+#endif
 }
 
 #endif

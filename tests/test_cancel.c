@@ -19,64 +19,6 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#endif
-
-#define WAIT_LIMIT_MS 30000   /* "never happened" on a loaded machine */
-
-static int ready_pipe[2];     /* tasks write to [1], the test reads [0] */
-
-static void ready_pipe_open(void)
-{
-	assert_int_equal(pipe2(ready_pipe, O_CLOEXEC), 0);
-}
-
-static void ready_pipe_close(void)
-{
-	close(ready_pipe[0]);
-	close(ready_pipe[1]);
-}
-
-/* In a task: tell the test it is ready, with a word of data (a pid). */
-static void tell_ready(pid_t pid)
-{
-	ssize_t n;
-
-	do
-		n = write(ready_pipe[1], &pid, sizeof pid);
-	while (n < 0 && errno == EINTR);
-}
-
-/* In the test: wait until a task is ready; returns the word it sent. */
-static pid_t await_ready(void)
-{
-	struct pollfd p = { .fd = ready_pipe[0], .events = POLLIN };
-	pid_t pid = 0;
-	ssize_t n;
-	int r;
-
-	do
-		r = poll(&p, 1, WAIT_LIMIT_MS);
-	while (r < 0 && errno == EINTR);
-	assert_int_equal(r, 1);
-	do
-		n = read(ready_pipe[0], &pid, sizeof pid);
-	while (n < 0 && errno == EINTR);
-	assert_int_equal(n, sizeof pid);
-	return pid;
-}
-
-/* Under valgrind a default-action signal is not fatal at once: valgrind
- * catches it and acts on it later. */
-static bool under_valgrind(void)
-{
-#ifdef RUNNING_ON_VALGRIND
-	return RUNNING_ON_VALGRIND;
-#else
-	return false;
-#endif
-}
 
 static uint64_t monotonic_ms(void)
 {
@@ -176,7 +118,7 @@ static void await_thread_blocked_in_epoll(pid_t tid)
 static int block_forever(void *arg)
 {
 	(void)arg;
-	tell_ready(getpid());
+	tell_word(getpid());
 	for (;;)
 		pause();
 	return 0;   /* not reached */
@@ -192,7 +134,7 @@ static int ignore_sigterm_and_block(void *arg)
 {
 	(void)arg;
 	signal(SIGTERM, SIG_IGN);
-	tell_ready(getpid());
+	tell_word(getpid());
 	for (;;)
 		pause();
 	return 0;   /* not reached */
@@ -210,7 +152,7 @@ static int stop_with_sigterm_handler(void *arg)
 {
 	(void)arg;
 	signal(SIGTERM, exit_4_on_sigterm);
-	tell_ready(getpid());
+	tell_word(getpid());
 	raise(SIGSTOP);
 	for (;;)
 		pause();
@@ -247,7 +189,7 @@ static int fork_grandchild_and_block(void *arg)
 	if (pid < 0)
 		return 99;
 	*shared_grandchild = pid;
-	tell_ready(pid);
+	tell_word(pid);
 	for (;;)
 		pause();
 	return 0;   /* not reached */
@@ -274,7 +216,7 @@ static int fail_with_3_on_sigterm(void *arg)
 	sigemptyset(&term);
 	sigaddset(&term, SIGTERM);
 	sigprocmask(SIG_BLOCK, &term, &old);
-	tell_ready(getpid());
+	tell_word(getpid());
 	while (!got_sigterm)
 		sigsuspend(&old);
 	errgroup_errorf(3, "cleaned up after SIGTERM");
@@ -295,7 +237,7 @@ static void test_cancel_on_error_stops_blocked_siblings_after_the_genuine_failur
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(errgroup_go(g, block_forever, NULL), i);
 	for (int i = 0; i < 3; i++)
-		await_ready();
+		await_word();
 	assert_int_equal(errgroup_go(g, fail_with_5, NULL), 3);
 
 	e = errgroup_wait(g);
@@ -330,7 +272,7 @@ static void test_cancel_on_error_is_prompt_while_the_caller_is_busy(void **state
 	assert_int_equal(errgroup_set_cancel_on_error(g, true), 0);
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(errgroup_go(g, block_forever, NULL), i);
-		pids[i] = await_ready();
+		pids[i] = await_word();
 		pidfds[i] = pidfd_open_if_any(pids[i]);
 	}
 	assert_int_equal(errgroup_go(g, fail_with_5, NULL), 2);
@@ -355,7 +297,7 @@ static void test_sigterm_ignored_gets_sigkill_after_grace(void **state)
 	ready_pipe_open();
 	assert_int_equal(errgroup_set_grace_ms(g, 100), 0);
 	assert_int_equal(errgroup_go(g, ignore_sigterm_and_block, NULL), 0);
-	await_ready();
+	await_word();
 
 	start = monotonic_ms();
 	errgroup_cancel(g);
@@ -381,8 +323,8 @@ static void test_zero_grace_sends_sigkill_at_once(void **state)
 	assert_int_equal(errgroup_set_grace_ms(g, 0), 0);
 	assert_int_equal(errgroup_go(g, block_forever, NULL), 0);
 	assert_int_equal(errgroup_go(g, ignore_sigterm_and_block, NULL), 1);
-	await_ready();
-	await_ready();
+	await_word();
+	await_word();
 
 	errgroup_cancel(g);
 	e = errgroup_wait(g);
@@ -410,7 +352,7 @@ static void test_stopped_child_is_canceled_within_the_grace(void **state)
 	ready_pipe_open();
 	assert_int_equal(errgroup_set_grace_ms(g, 20000), 0);
 	assert_int_equal(errgroup_go(g, stop_with_sigterm_handler, NULL), 0);
-	pid = await_ready();
+	pid = await_word();
 	/* The task is our child: see it stopped, and leave the report. */
 	do {
 		memset(&si, 0, sizeof si);
@@ -459,7 +401,7 @@ static void test_go_blocked_at_the_limit_returns_ecanceled_without_forking(void 
 	assert_int_equal(errgroup_set_limit(g, 1), 0);
 	assert_int_equal(errgroup_set_grace_ms(g, 60000), 0);
 	assert_int_equal(errgroup_go(g, ignore_sigterm_and_block, NULL), 0);
-	await_ready();
+	await_word();
 
 	c.g = g;
 	c.tid = gettid();
@@ -487,7 +429,7 @@ static void test_cancel_from_another_thread_ends_wait(void **state)
 	assert_non_null(g);
 	ready_pipe_open();
 	assert_int_equal(errgroup_go(g, block_forever, NULL), 0);
-	await_ready();
+	await_word();
 
 	c.g = g;
 	c.tid = gettid();
@@ -581,7 +523,7 @@ static void test_canceled_task_grandchild_dies_too(void **state)
 	shared_grandchild = shared_alloc(sizeof *shared_grandchild);
 	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
 	assert_int_equal(errgroup_go(g, fork_grandchild_and_block, NULL), 0);
-	grandchild = await_ready();
+	grandchild = await_word();
 	assert_int_equal(*shared_grandchild, grandchild);
 	pidfd = pidfd_open_if_any(grandchild);
 
@@ -619,7 +561,7 @@ static void test_child_failing_on_its_own_after_the_signal_is_canceled_with_its_
 	assert_non_null(g);
 	ready_pipe_open();
 	assert_int_equal(errgroup_go(g, fail_with_3_on_sigterm, NULL), 0);
-	await_ready();
+	await_word();
 
 	errgroup_cancel(g);
 	e = errgroup_wait(g);

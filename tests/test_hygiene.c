@@ -14,57 +14,22 @@
 #include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#endif
 
 #include "internal.h"   /* the group's lock, for the fork-while-locked test */
 
-#define WAIT_LIMIT_MS 30000   /* "never happened" on a loaded machine */
-
-static int ready_pipe[2];     /* tasks write to [1], the test reads [0] */
 static int gate[2];           /* the test releases tasks by writing to [1] */
 
 static void pipes_open(void)
 {
-	assert_int_equal(pipe2(ready_pipe, O_CLOEXEC), 0);
+	ready_pipe_open();
 	assert_int_equal(pipe2(gate, O_CLOEXEC), 0);
 }
 
 static void pipes_close(void)
 {
-	close(ready_pipe[0]);
-	close(ready_pipe[1]);
+	ready_pipe_close();
 	close(gate[0]);
 	close(gate[1]);
-}
-
-/* In a task: send the test a word (a pid, a result). */
-static void tell(int word)
-{
-	ssize_t n;
-
-	do
-		n = write(ready_pipe[1], &word, sizeof word);
-	while (n < 0 && errno == EINTR);
-}
-
-/* In the test: the next word a task sent; fails after WAIT_LIMIT_MS. */
-static int await_word(void)
-{
-	struct pollfd p = { .fd = ready_pipe[0], .events = POLLIN };
-	int word = -1, r;
-	ssize_t n;
-
-	do
-		r = poll(&p, 1, WAIT_LIMIT_MS);
-	while (r < 0 && errno == EINTR);
-	assert_int_equal(r, 1);
-	do
-		n = read(ready_pipe[0], &word, sizeof word);
-	while (n < 0 && errno == EINTR);
-	assert_int_equal(n, sizeof word);
-	return word;
 }
 
 /*
@@ -84,22 +49,12 @@ static bool reaped_status_recoverable(void)
 	return major > 6 || (major == 6 && minor >= 15);
 }
 
-/* Valgrind keeps its own handlers and masks in the kernel's view. */
-static bool under_valgrind(void)
-{
-#ifdef RUNNING_ON_VALGRIND
-	return RUNNING_ON_VALGRIND;
-#else
-	return false;
-#endif
-}
-
 /* ---- tasks ---- */
 
 static int block_forever(void *arg)
 {
 	(void)arg;
-	tell(getpid());
+	tell_word(getpid());
 	for (;;)
 		pause();
 	return 0;   /* not reached */
@@ -324,7 +279,7 @@ static int act_on_inherited_group(void *arg)
 		failures |= 1 << 5;
 	errgroup_cancel(g);
 	errgroup_free(g);   /* only releases the inherited memory */
-	tell(failures);
+	tell_word(failures);
 	return failures;
 }
 
