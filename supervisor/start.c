@@ -162,7 +162,11 @@ static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
 	if (group_is_foreign(g))
 		return -ECHILD;
 	pthread_mutex_lock(&g->lock);
-	poll_ready(g);
+	/* Reap what has ended, so that try_go finds the room it frees and an
+	 * unlimited group does not pile up zombies; a go() that must wait for
+	 * room reaps in poll_until instead, saving a round that finds nothing. */
+	if (!block || slot_free(g, NULL))
+		poll_ready(g);
 	if (!slot_free(g, NULL)) {
 		if (!block) {
 			r = -EAGAIN;
