@@ -94,10 +94,11 @@ int errgroup_set_limit(errgroup *g, int n);
 /*
  * errgroup_set_cancel_on_error - Go's WithContext: when on, the first task
  * that fails cancels the group (see errgroup_cancel).  Off by default.
- * Returns 0.  A group with it on keeps a supervisor thread while children
- * run, so that cancellation is prompt even while the caller is busy
- * elsewhere; a group with it off (and never canceled) uses no thread: the
- * caller reaps its children in errgroup_go() and errgroup_wait().
+ * Returns 0.  A group with it on starts a supervisor thread at its first
+ * errgroup_go() and keeps it until errgroup_free(), so that cancellation
+ * is prompt even while the caller is busy elsewhere; a group with it off
+ * (and never canceled) uses no thread: the caller reaps its children in
+ * errgroup_go() and errgroup_wait().
  */
 int errgroup_set_cancel_on_error(errgroup *g, bool on);
 
