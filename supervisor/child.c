@@ -12,7 +12,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -52,32 +51,6 @@ static void reset_signal_dispositions(void)
 	}
 }
 
-/*
- * The lifeline: when the pipe's write end, which only the parent process
- * holds, loses its last holder (the parent died, in any way, SIGKILL
- * included, or exec'd), the kernel signals the owner of the read end,
- * which we make our whole process group, with the signal we make SIGKILL.
- * Unlike PR_SET_PDEATHSIG it follows the parent process, not the thread
- * that forked us, and it reaches the task's own children too.  Nothing is
- * ever written to the pipe: a write would fire the signal as well (the
- * kernel wakes the reader before it signals, so not even a byte read
- * before arming is safe).  Returns false if the parent is already gone.
- */
-static bool arm_lifeline(int lifeline)
-{
-	struct pollfd p = { .fd = lifeline, .events = POLLIN };
-
-	/* Kept open across exec, so that a task that execs a program keeps
-	 * its lifeline: the owner and signal belong to the open file. */
-	if (fcntl(lifeline, F_SETSIG, SIGKILL) < 0 ||
-	    fcntl(lifeline, F_SETOWN, -getpid()) < 0 ||
-	    fcntl(lifeline, F_SETFL, O_ASYNC) < 0 ||
-	    fcntl(lifeline, F_SETFD, 0) < 0)
-		return true;   /* no lifeline, but the task can run */
-	/* The parent may have died between the gate and the arming. */
-	return poll(&p, 1, 0) == 0;
-}
-
 _Noreturn void child_run(int channel, int lifeline, errgroup_task *fn, void *arg)
 {
 	unsigned char frame[FRAME_HEADER_SIZE];
@@ -89,7 +62,7 @@ _Noreturn void child_run(int channel, int lifeline, errgroup_task *fn, void *arg
 	setpgid(0, 0);
 	reset_signal_dispositions();
 
-	if (!arm_lifeline(lifeline))
+	if (!lifeline_arm(lifeline))
 		_exit(127);
 	/* The start gate: the parent sends SIGNAL_GATE once it holds our
 	 * pidfd, so that even a task that ends at once cannot be reaped by

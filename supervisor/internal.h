@@ -120,6 +120,10 @@ struct task *task_find_pid(errgroup *g, pid_t pid);
 /* child.c: runs in the child after fork; never returns. */
 _Noreturn void child_run(int channel, int lifeline, errgroup_task *fn, void *arg);
 
+/* lifeline.c: in a new child, before the task runs; false if the parent
+ * process is already gone. */
+bool lifeline_arm(int lifeline);
+
 /* channel.c: read what the tasks sent (bounded: see channel.c). */
 int channel_open(errgroup *g);
 void channel_drain(errgroup *g);

@@ -1,0 +1,41 @@
+/*
+ * lifeline.c - how a child dies with the process that started it.
+ *
+ * Shared by both ways a task starts: a forked child that runs a function
+ * (child.c) and a command started by clone (command.c).  It makes only
+ * plain system calls, so it is safe in a child that shares the parent's
+ * memory until it execs.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/*
+ * The lifeline: when the pipe's write end, which only the parent process
+ * holds, loses its last holder (the parent died, in any way, SIGKILL
+ * included, or exec'd), the kernel signals the owner of the read end,
+ * which we make our whole process group, with the signal we make SIGKILL.
+ * Unlike PR_SET_PDEATHSIG it follows the parent process, not the thread
+ * that forked us, and it reaches the task's own children too.  Nothing is
+ * ever written to the pipe: a write would fire the signal as well (the
+ * kernel wakes the reader before it signals, so not even a byte read
+ * before arming is safe).  Returns false if the parent is already gone.
+ */
+bool lifeline_arm(int lifeline)
+{
+	struct pollfd p = { .fd = lifeline, .events = POLLIN };
+
+	/* Kept open across exec, so that a task that execs a program keeps
+	 * its lifeline: the owner and signal belong to the open file. */
+	if (fcntl(lifeline, F_SETSIG, SIGKILL) < 0 ||
+	    fcntl(lifeline, F_SETOWN, -getpid()) < 0 ||
+	    fcntl(lifeline, F_SETFL, O_ASYNC) < 0 ||
+	    fcntl(lifeline, F_SETFD, 0) < 0)
+		return true;   /* no lifeline, but the task can run */
+	/* The parent may have died before the arming. */
+	return poll(&p, 1, 0) == 0;
+}
