@@ -64,6 +64,9 @@ enum errgroup_cause {
 	ERRGROUP_CANCELED,     /* stopped by the group (cancel-on-error or
 	                          errgroup_cancel); code = the signal that ended it,
 	                          or its exit status */
+	ERRGROUP_TIMEOUT,      /* stopped because it ran past the group's timeout
+	                          or deadline; code = the signal that ended it, or
+	                          its exit status */
 };
 
 struct errgroup_error {
@@ -110,6 +113,29 @@ int errgroup_set_cancel_on_error(errgroup *g, bool on);
 int errgroup_set_grace_ms(errgroup *g, unsigned ms);
 
 /*
+ * errgroup_set_timeout_ms - a limit on each task's wall time, counted from
+ * its start: a task still running after ms milliseconds gets SIGTERM (its
+ * whole process group), then SIGKILL after the grace period, and fails with
+ * cause ERRGROUP_TIMEOUT even if it then exits 0.  Under cancel-on-error
+ * that failure cancels the group.  0 (the default) means no limit.  Applies
+ * to tasks started after the call.  Returns 0.  A group with a timeout or a
+ * deadline starts a supervisor thread at its first errgroup_go(), as for
+ * cancel-on-error: one thread per group, whatever the number of tasks.
+ */
+int errgroup_set_timeout_ms(errgroup *g, unsigned ms);
+
+/*
+ * errgroup_set_deadline - the whole group must be done by abs_monotonic, a
+ * CLOCK_MONOTONIC time: at the deadline every running child is stopped as
+ * by a timeout (cause ERRGROUP_TIMEOUT), and from then on errgroup_go
+ * returns -ETIMEDOUT, also after wait: an expired deadline is final.  NULL
+ * removes a deadline that has not expired yet.  Returns 0, or -EINVAL for a
+ * tv_nsec out of range.
+ */
+struct timespec;
+int errgroup_set_deadline(errgroup *g, const struct timespec *abs_monotonic);
+
+/*
  * errgroup_go - start fn(arg) in a new child process.  Blocks while the group
  * is at its limit.  Returns the task's index (0, 1, 2... in the order the
  * group accepted its tasks), or:
@@ -128,6 +154,43 @@ int errgroup_go(errgroup *g, errgroup_task *fn, void *arg);
  * limit (Go's TryGo). */
 int errgroup_try_go(errgroup *g, errgroup_task *fn, void *arg);
 
+/* A program to run as a task (errgroup_go_cmd). */
+struct errgroup_cmd {
+	const char *const *argv;   /* NULL-terminated; argv[0] is the program,
+	                              searched in the caller's PATH unless it
+	                              contains a '/' */
+	const char *const *envp;   /* its environment; NULL: the caller's */
+	const char *dir;           /* its working directory; NULL: the caller's */
+	const int *stdio;          /* NULL: it shares the caller's fds 0, 1, 2;
+	                              else three fds to become its 0, 1, 2
+	                              (-1: that one stays the caller's) */
+};
+
+/*
+ * errgroup_go_cmd - start a program as a task.  The same task as any other:
+ * it leads its own process group, starts with default signal dispositions
+ * and an empty signal mask, holds no library fd but its lifeline (so it
+ * dies with the calling process), and counts against the limit, the
+ * timeout and cancellation.  Its exit status is its result: 0 is success,
+ * anything else an error with cause ERRGROUP_EXITED or ERRGROUP_SIGNALED.
+ * It is started without copying the caller's memory (clone with CLONE_VM
+ * and CLONE_VFORK, as posix_spawn does), so it costs the same in a host with
+ * a large heap as in a small one.  The caller's fds without O_CLOEXEC stay
+ * open in the program, as with exec.
+ *
+ * A program that cannot be started is still a task: it fails with cause
+ * ERRGROUP_EXITED, code 127 when the program or the directory was not
+ * found, 126 otherwise, and a message that names the program (or the
+ * directory) and the reason, such as
+ *     "cannot execute 'frob': No such file or directory".
+ * Returns the task's index, or the errors of errgroup_go; -EINVAL when cmd,
+ * cmd->argv or argv[0] is NULL.
+ */
+int errgroup_go_cmd(errgroup *g, const struct errgroup_cmd *cmd);
+
+/* errgroup_try_go_cmd - as errgroup_go_cmd, but -EAGAIN at the limit. */
+int errgroup_try_go_cmd(errgroup *g, const struct errgroup_cmd *cmd);
+
 /*
  * errgroup_wait - block until every child started so far has exited and
  * been reaped.  Returns the group's first error, or NULL when none of its
@@ -141,6 +204,38 @@ int errgroup_try_go(errgroup *g, errgroup_task *fn, void *arg);
  * that says the status was lost: never a silent success.
  */
 const struct errgroup_error *errgroup_wait(errgroup *g);
+
+/* How one task ended, successfully or not (errgroup_reap). */
+struct errgroup_exit {
+	int task;                  /* its index */
+	pid_t pid;                 /* its pid (already reaped: only a label) */
+	int status;                /* its wait status, for WIFEXITED(),
+	                              WEXITSTATUS(), WIFSIGNALED(), WTERMSIG();
+	                              -1 when the status was lost */
+	const struct errgroup_error *error;   /* NULL when the task succeeded,
+	                                         else its entry in the error
+	                                         list */
+};
+
+/*
+ * errgroup_fd - a file descriptor that is readable while ended tasks wait
+ * to be taken by errgroup_reap, for the caller's own poll/epoll loop.  From
+ * the first call on, the group records every task that ends, successfully
+ * or not, and it reaps its children in a supervisor thread, so that they
+ * are noticed while the caller waits in its own loop.  The fd belongs to
+ * the group (never close it) and stays the same until errgroup_free.
+ * Returns the fd, or -ENOMEM, -EAGAIN (no thread), -ECHILD.
+ */
+int errgroup_fd(errgroup *g);
+
+/*
+ * errgroup_reap - take the next ended task, in the order they ended, once
+ * errgroup_fd has been called.  Never blocks.  Returns 1 with *ret filled
+ * in, 0 when no ended task is waiting (more may come: wait for errgroup_fd
+ * to turn readable), -EINVAL if errgroup_fd was never called, -ECHILD.
+ * ret->error stays valid until errgroup_free.
+ */
+int errgroup_reap(errgroup *g, struct errgroup_exit *ret);
 
 /* errgroup_error_count - how many tasks have failed so far. */
 size_t errgroup_error_count(const errgroup *g);

@@ -1,6 +1,7 @@
 /*
  * cancel.c - stopping tasks: the signals, their order, and the SIGKILL that
- * follows the grace period.
+ * follows the grace period, for errgroup_cancel, cancel-on-error, and the
+ * deadline (timer.c decides when).
  *
  * Each task leads its own process group (child.c), so the group is what we
  * signal: a task's pipeline and grandchildren stop with it.  Signals go
@@ -11,7 +12,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/pidfd.h>
+#include <sys/wait.h>
 
 #include "internal.h"
 
@@ -34,30 +37,52 @@ void task_signal(struct task *t, int sig)
 		kill(t->pid, sig);
 }
 
-/*
- * Marks the group canceled and sends SIGTERM (and SIGCONT, so that a
- * stopped child sees it) to every running task not yet signalled, or
- * SIGKILL with a zero grace period.  Idempotent: start.c calls it again for
- * a task whose fork was under way when the group was canceled.  Lock held.
- */
-void group_cancel_locked(errgroup *g)
+/* True once the child has exited (or someone else reaped it); leaves it
+ * unreaped. */
+bool task_has_exited(struct task *t)
+{
+	siginfo_t si;
+	int r;
+
+	do {
+		memset(&si, 0, sizeof si);
+		if (t->pidfd >= 0)
+			r = waitid(P_PIDFD, (id_t)t->pidfd, &si, WEXITED | WNOHANG | WNOWAIT);
+		else
+			r = waitid(P_PID, (id_t)t->pid, &si, WEXITED | WNOHANG | WNOWAIT);
+	} while (r < 0 && errno == EINTR);
+	return r < 0 || si.si_pid != 0;
+}
+
+/* Sends t SIGTERM, and SIGCONT so that a stopped child sees it, or SIGKILL
+ * when there is no grace period.  Lock held. */
+void task_stop(errgroup *g, struct task *t)
+{
+	t->signaled = true;
+	if (g->grace_ms == 0) {
+		task_signal(t, SIGKILL);
+		return;
+	}
+	task_signal(t, SIGTERM);
+	task_signal(t, SIGCONT);
+}
+
+/* Stops every running task not yet signalled, marking each timed out or
+ * not, and sets the SIGKILL that ends the grace period.  Idempotent:
+ * start.c calls it again for a task whose start was under way.  Lock
+ * held. */
+static void stop_all(errgroup *g, bool timed_out)
 {
 	uint64_t kill_at = now_ns() + (uint64_t)g->grace_ms * 1000000u;
 	bool signalled = false;
 	struct task *t;
 
-	g->canceled = true;
 	RB_FOREACH(t, task_tree, &g->tasks) {
 		if (t->signaled)
 			continue;
-		t->signaled = true;
+		t->timed_out = timed_out;
+		task_stop(g, t);
 		signalled = true;
-		if (g->grace_ms == 0) {
-			task_signal(t, SIGKILL);
-			continue;
-		}
-		task_signal(t, SIGTERM);
-		task_signal(t, SIGCONT);
 	}
 	if (signalled && g->grace_ms > 0) {
 		/* One deadline for the group; a late task gets at least its
@@ -69,6 +94,22 @@ void group_cancel_locked(errgroup *g)
 		wake_poller(g);
 	}
 	pthread_cond_broadcast(&g->changed);
+}
+
+/* Cancels the group: final, and every running task is stopped.  Lock
+ * held. */
+void group_cancel_locked(errgroup *g)
+{
+	g->canceled = true;
+	stop_all(g, false);
+}
+
+/* The deadline has passed: final, and every running task is stopped as
+ * timed out.  Lock held. */
+void group_expire_locked(errgroup *g)
+{
+	g->expired = true;
+	stop_all(g, true);
 }
 
 /* The grace period is over: SIGKILL whatever got SIGTERM.  Lock held. */

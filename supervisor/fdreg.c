@@ -228,3 +228,23 @@ void fdreg_set_fork_keep(int a, int b)
 	fork_keep[0] = a;
 	fork_keep[1] = b;
 }
+
+/* For a child started by clone(), which runs no atfork handler: the pidfd
+ * that clone returns must be registered before any other thread can fork,
+ * so command.c clones with the registry locked and adopts the pidfd
+ * before it unlocks. */
+void fdreg_lock(void)
+{
+	lock();
+}
+
+void fdreg_unlock(void)
+{
+	pthread_mutex_unlock(&registry_lock);
+}
+
+/* Registers fd, or closes it and returns the error; fdreg_lock held. */
+int fdreg_adopt_locked(int fd)
+{
+	return adopt(fd);
+}

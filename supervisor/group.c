@@ -71,8 +71,11 @@ EXPORT errgroup *errgroup_new(void)
 	g->wake_fd = -1;
 	g->channel_rx = -1;
 	g->channel_tx = -1;
+	g->ended_fd = -1;
 	RB_INIT(&g->tasks);
 	RB_INIT(&g->tasks_by_pid);
+	RB_INIT(&g->timers);
+	TAILQ_INIT(&g->ended);
 
 	g->epoll_fd = fdreg_epoll_create();
 	if (g->epoll_fd < 0) {
@@ -170,7 +173,7 @@ EXPORT const struct errgroup_error *errgroup_error_at(const errgroup *g, size_t 
 		return NULL;
 	pthread_mutex_lock(&m->lock);
 	if (i < g->error_count)
-		e = &g->errors[i]->public;
+		e = &g->errors[i]->error;
 	pthread_mutex_unlock(&m->lock);
 	return e;
 }
@@ -210,6 +213,7 @@ EXPORT void errgroup_free(errgroup *g)
 			/* The fds were closed at fork; the numbers may be
 			 * someone else's now. */
 			free(t->message);
+			free(t->end);
 			free(t);
 		}
 	}
@@ -218,12 +222,14 @@ EXPORT void errgroup_free(errgroup *g)
 		fdreg_close(g->channel_tx);
 		fdreg_close(g->wake_fd);
 		fdreg_close(g->epoll_fd);
+		fdreg_close(g->ended_fd);
 	}
+	ended_free(g);
 	for (size_t i = 0; i < g->error_count; i++) {
-		struct recorded_error *e = g->errors[i];
+		struct task_end *e = g->errors[i];
 
-		if (e->public.message != e->description)
-			free((char *)e->public.message);
+		if (e->error.message != e->description)
+			free((char *)e->error.message);
 		free(e);
 	}
 	free(g->errors);

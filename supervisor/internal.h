@@ -31,19 +31,24 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <bsd/sys/queue.h>
 #include <bsd/sys/tree.h>
 
 #include "errgroup.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
-/* An error as the group keeps it: the public part, and room for the
- * description so that recording an error never allocates. */
-struct recorded_error {
-	struct errgroup_error public;
-	char description[128];     /* public.message points here, or to the
-	                              task's own message (then heap-allocated) */
+/* How a task ended, as the group keeps it: allocated when the task
+ * starts, so that recording its end never allocates. */
+struct task_end {
+	struct errgroup_error error;   /* set when it failed */
+	struct errgroup_exit exit;
+	bool failed;                   /* then it is in g->errors, which owns it */
+	TAILQ_ENTRY(task_end) queued;  /* in g->ended until errgroup_reap takes it */
+	char description[128];         /* error.message points here, or to the
+	                                  task's own message (then allocated) */
 };
+TAILQ_HEAD(end_queue, task_end);
 
 /* A running task: started, not yet reaped. */
 struct task {
@@ -53,12 +58,15 @@ struct task {
 	RB_ENTRY(task) by_pid;
 	int pidfd;                  /* -1 when the kernel offers no pidfds */
 	int lifeline;               /* write end of the child's lifeline pipe */
+	bool at_gate;               /* it waits for SIGNAL_GATE to run */
 	bool signaled;              /* the group sent it SIGTERM or SIGKILL */
+	bool timed_out;             /*   because it ran past its time */
+	RB_ENTRY(task) by_timer;
+	uint64_t timer_ns;          /* when its timer fires (timer.c); 0: none */
 	bool returned;              /* it sent a RETURNED frame: */
 	int returned_code;          /*   fn's return value */
 	char *message;              /* the last message it sent, or NULL */
-	struct recorded_error *error;   /* allocated at start, so that a failure
-	                                   can always be recorded */
+	struct task_end *end;
 };
 
 RB_HEAD(task_tree, task);
@@ -67,6 +75,9 @@ RB_PROTOTYPE(task_tree, task, by_index, task_compare)
 RB_HEAD(pid_tree, task);
 int task_compare_pid(const struct task *a, const struct task *b);
 RB_PROTOTYPE(pid_tree, task, by_pid, task_compare_pid)
+RB_HEAD(timer_tree, task);
+int task_compare_timer(const struct task *a, const struct task *b);
+RB_PROTOTYPE(timer_tree, task, by_timer, task_compare_timer)
 
 struct errgroup {
 	pthread_mutex_t lock;
@@ -90,13 +101,21 @@ struct errgroup {
 	struct task_tree tasks;
 	struct pid_tree tasks_by_pid;
 
-	bool canceled;
-	uint64_t kill_at_ns;        /* when canceled tasks get SIGKILL; 0: not pending */
+	unsigned timeout_ms;        /* per task; 0: none */
+	uint64_t deadline_ns;       /* CLOCK_MONOTONIC; 0: none */
+	struct timer_tree timers;   /* tasks with a timer, soonest first */
 
-	struct recorded_error **errors;   /* each allocated alone: pointers stay
-	                                     valid; capacity covers every
-	                                     running task (start.c) */
+	bool canceled;
+	bool expired;               /* the deadline passed */
+	uint64_t kill_at_ns;        /* when stopped tasks get SIGKILL; 0: not pending */
+
+	struct task_end **errors;   /* each allocated alone: pointers stay
+	                               valid; capacity covers every running
+	                               task (start.c) */
 	size_t error_count, error_capacity;
+
+	int ended_fd;               /* errgroup_fd's eventfd; -1 until asked */
+	struct end_queue ended;     /* for errgroup_reap, while ended_fd >= 0 */
 
 	bool polling;               /* a thread holds the poller role */
 	bool has_supervisor;        /* the supervisor thread exists (and polls) */
@@ -141,8 +160,33 @@ void wake_poller(errgroup *g);
 
 /* cancel.c */
 void group_cancel_locked(errgroup *g);
+void group_expire_locked(errgroup *g);
+void task_stop(errgroup *g, struct task *t);
 void cancel_escalate(errgroup *g);
 void task_signal(struct task *t, int sig);
+bool task_has_exited(struct task *t);
+
+/* timer.c: per-task timeouts and the group's deadline. */
+void timer_start(errgroup *g, struct task *t);
+void timer_stop(errgroup *g, struct task *t);
+uint64_t timer_next_ns(errgroup *g);
+void timer_run(errgroup *g);
+bool group_past_deadline(errgroup *g);
+
+/* ended.c: the queue behind errgroup_fd and errgroup_reap. */
+void ended_push(errgroup *g, struct task_end *e);
+void ended_free(errgroup *g);
+
+/* start.c: what both kinds of task share.  A spawn_fn starts the child
+ * for what (a function call, a command), fills in t->pid, t->pidfd,
+ * t->lifeline and t->at_gate, and returns 0 or a negative errno with
+ * nothing left behind.  It runs without the group lock. */
+typedef int spawn_fn(errgroup *g, const void *what, struct task *t);
+int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block);
+void abort_child(pid_t pid);
+
+/* command.c */
+int spawn_command(errgroup *g, const void *cmd, struct task *t);
 
 /* supervisor.c */
 int supervisor_ensure(errgroup *g);
@@ -170,6 +214,9 @@ int fdreg_eventfd(void);
 int fdreg_pidfd_open(pid_t pid);
 void fdreg_close(int fd);
 void fdreg_set_fork_keep(int a, int b);
+void fdreg_lock(void);
+void fdreg_unlock(void);
+int fdreg_adopt_locked(int fd);
 
 /* pidfd.c */
 bool pidfd_supported(void);

@@ -22,6 +22,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <time.h>
@@ -57,17 +58,22 @@ static void rearm(errgroup *g, int fd, uint64_t key, uint32_t events)
 	epoll_ctl(g->epoll_fd, EPOLL_CTL_MOD, fd, &ev);
 }
 
+/* How long the poller may sleep: until the SIGKILL of a grace period,
+ * a task's timer or the deadline, whichever comes first. */
 static int timeout_ms(errgroup *g)
 {
+	uint64_t next = timer_next_ns(g), now;
 	int timeout = -1;
-	uint64_t now;
 
-	if (g->kill_at_ns) {
+	if (g->kill_at_ns && (!next || g->kill_at_ns < next))
+		next = g->kill_at_ns;
+	if (next) {
 		now = now_ns();
-		if (g->kill_at_ns <= now)
+		if (next <= now)
 			return 0;
 		/* Round up: waking early would only spin. */
-		timeout = (int)((g->kill_at_ns - now + 999999) / 1000000);
+		timeout = (next - now + 999999) / 1000000 > INT_MAX ?
+			  INT_MAX : (int)((next - now + 999999) / 1000000);
 	}
 	if (!pidfd_supported() && g->running > 0 &&
 	    (timeout < 0 || timeout > FALLBACK_SWEEP_MS))
@@ -125,6 +131,7 @@ static void round_once(errgroup *g, bool block)
 		sweep(g);
 	if (g->kill_at_ns && g->kill_at_ns <= now_ns())
 		cancel_escalate(g);
+	timer_run(g);
 }
 
 void poll_until(errgroup *g, poll_done_fn *done, void *arg, bool as_supervisor)
@@ -168,7 +175,7 @@ EXPORT const struct errgroup_error *errgroup_wait(errgroup *g)
 	pthread_mutex_lock(&g->lock);
 	poll_until(g, all_reaped, NULL, false);
 	if (g->error_count > 0)
-		first = &g->errors[0]->public;
+		first = &g->errors[0]->error;
 	pthread_mutex_unlock(&g->lock);
 	return first;
 }

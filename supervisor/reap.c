@@ -26,6 +26,16 @@ struct outcome {
 	int code;
 };
 
+/* The wait status waitpid() would have given, for errgroup_exit. */
+static int outcome_wstatus(const struct outcome *o)
+{
+	if (o->lost)
+		return -1;
+	if (o->killed)
+		return o->code | (o->dumped ? 0x80 : 0);
+	return (o->code & 0xff) << 8;
+}
+
 static void describe_end(char *buf, size_t size, const char *prefix, const struct outcome *o)
 {
 	const char *abbrev;
@@ -82,62 +92,60 @@ static int collect(struct task *t, struct outcome *o)
 	return 1;
 }
 
-/* True once the child has exited (or someone else reaped it); leaves it
- * unreaped. */
-static bool has_exited(struct task *t)
+/* Files t's end where it belongs: the error list if it failed, the queue
+ * for errgroup_reap if the caller asked for one; freed if neither. */
+static void record_end(errgroup *g, struct task *t, enum errgroup_cause cause, int code,
+		       const struct outcome *o)
 {
-	siginfo_t si;
-	int r;
+	struct task_end *e = t->end;
 
-	do {
-		memset(&si, 0, sizeof si);
-		if (t->pidfd >= 0)
-			r = waitid(P_PIDFD, (id_t)t->pidfd, &si, WEXITED | WNOHANG | WNOWAIT);
-		else
-			r = waitid(P_PID, (id_t)t->pid, &si, WEXITED | WNOHANG | WNOWAIT);
-	} while (r < 0 && errno == EINTR);
-	return r < 0 || si.si_pid != 0;
-}
-
-static void record_error(errgroup *g, struct task *t, enum errgroup_cause cause, int code)
-{
-	struct recorded_error *e = t->error;
-
-	t->error = NULL;
-	e->public.task = t->index;
-	e->public.pid = t->pid;
-	e->public.cause = cause;
-	e->public.code = code;
-	if (t->message) {
-		e->public.message = t->message;
-		t->message = NULL;
-	} else {
-		e->public.message = e->description;
+	t->end = NULL;
+	e->exit.task = t->index;
+	e->exit.pid = t->pid;
+	e->exit.status = outcome_wstatus(o);
+	if (cause) {
+		e->failed = true;
+		e->error.task = t->index;
+		e->error.pid = t->pid;
+		e->error.cause = cause;
+		e->error.code = code;
+		if (t->message) {
+			e->error.message = t->message;
+			t->message = NULL;
+		} else {
+			e->error.message = e->description;
+		}
+		e->exit.error = &e->error;
+		/* Capacity was reserved when the task started (start.c). */
+		g->errors[g->error_count++] = e;
 	}
-	/* Capacity was reserved when the task started (start.c). */
-	g->errors[g->error_count++] = e;
-	if (g->cancel_on_error && cause != ERRGROUP_CANCELED)
+	if (g->ended_fd >= 0)
+		ended_push(g, e);
+	else if (!e->failed)
+		free(e);
+	if (cause && cause != ERRGROUP_CANCELED && g->cancel_on_error)
 		group_cancel_locked(g);
 }
 
 /*
- * Reaps t if it has exited: records its error, if any, and removes it from
- * the group.  Returns false (and changes nothing) if it still runs.
- * Called with g->lock held.
+ * Reaps t if it has exited: records how it ended, and removes it from the
+ * group.  Returns false (and changes nothing) if it still runs.  Called
+ * with g->lock held.
  */
 bool reap_task(errgroup *g, struct task *t)
 {
 	struct outcome o;
 	enum errgroup_cause cause;
 	char *description;
+	size_t size;
 	int code = 0;
 
-	/* A canceled task's leftovers in its process group die with it;
+	/* A stopped task's leftovers in its process group die with it;
 	 * while the leader is unreaped its group id cannot be reused.  Not
 	 * before the task has exited: the fallback sweep asks about tasks
 	 * still in their grace period. */
 	if (t->signaled) {
-		if (!has_exited(t))
+		if (!task_has_exited(t))
 			return false;
 		task_signal(t, SIGKILL);
 	}
@@ -146,38 +154,44 @@ bool reap_task(errgroup *g, struct task *t)
 	/* Every frame the child sent is queued by now. */
 	channel_drain(g);
 
-	description = t->error->description;
-	if (!o.lost && !o.killed && o.code == 0) {
+	description = t->end->description;
+	size = sizeof t->end->description;
+	if (t->timed_out) {
+		/* Even a clean exit: it did not finish in its time. */
+		cause = ERRGROUP_TIMEOUT;
+		code = o.lost ? -1 : o.code;
+		describe_end(description, size, "timed out: ", &o);
+	} else if (!o.lost && !o.killed && o.code == 0) {
 		cause = 0;
 	} else if (t->signaled) {
 		cause = ERRGROUP_CANCELED;
 		code = o.lost ? -1 : o.code;
-		describe_end(description, sizeof t->error->description, "canceled: ", &o);
+		describe_end(description, size, "canceled: ", &o);
 	} else if (o.lost && !t->returned) {
 		/* A task that returned nonzero said so on the channel; its
 		 * code does not need the status. */
 		cause = ERRGROUP_EXITED;
 		code = -1;
-		describe_end(description, sizeof t->error->description, "", &o);
+		describe_end(description, size, "", &o);
 	} else if (o.killed) {
 		cause = ERRGROUP_SIGNALED;
 		code = o.code;
-		describe_end(description, sizeof t->error->description, "", &o);
+		describe_end(description, size, "", &o);
 	} else if (t->returned) {
 		cause = ERRGROUP_RETURNED;
 		code = t->returned_code;
-		snprintf(description, sizeof t->error->description, "returned %d", code);
+		snprintf(description, size, "returned %d", code);
 	} else {
 		cause = ERRGROUP_EXITED;
 		code = o.code;
-		describe_end(description, sizeof t->error->description, "", &o);
+		describe_end(description, size, "", &o);
 	}
 
 	RB_REMOVE(task_tree, &g->tasks, t);
 	RB_REMOVE(pid_tree, &g->tasks_by_pid, t);
+	timer_stop(g, t);
 	g->running--;
-	if (cause)
-		record_error(g, t, cause, code);
+	record_end(g, t, cause, code, &o);
 	task_free(t);
 	pthread_cond_broadcast(&g->changed);
 	return true;
@@ -188,6 +202,6 @@ void task_free(struct task *t)
 	fdreg_close(t->pidfd);
 	fdreg_close(t->lifeline);
 	free(t->message);
-	free(t->error);
+	free(t->end);
 	free(t);
 }

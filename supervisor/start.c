@@ -1,12 +1,14 @@
 /*
- * start.c - errgroup_go and errgroup_try_go: take a slot, fork the child,
+ * start.c - errgroup_go and errgroup_try_go: take a slot, start the child,
  * and put the new task under watch.
  *
- * The slot is reserved under the group lock (g->starting), the fork runs
- * without it (forking a large host takes long, and the poller must go on
- * meanwhile), and the task gets its index and enters the tree under the
- * lock again.  A cancel that comes while the fork runs is applied to the
- * new task as soon as it is in the tree.
+ * The slot is reserved under the group lock (g->starting), the child is
+ * started without it (forking a large host takes long, and the poller must
+ * go on meanwhile), and the task gets its index and enters the trees under
+ * the lock again.  A cancel or a deadline that comes while the child starts
+ * is applied to the new task as soon as it is in the trees.  Function tasks
+ * are forked here; commands are started by command.c through the same
+ * path.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -20,15 +22,21 @@
 
 #include "internal.h"
 
+struct call {
+	errgroup_task *fn;
+	void *arg;
+};
+
 static bool slot_free(errgroup *g, void *unused)
 {
 	(void)unused;
-	return g->canceled || g->limit < 0 || g->running + g->starting < g->limit;
+	return g->canceled || g->expired || g->limit < 0 ||
+	       g->running + g->starting < g->limit;
 }
 
 /* Kills and reaps a child that never became a task; it is ours and not
  * yet reaped, so its pid cannot have been reused. */
-static void abort_child(pid_t pid)
+void abort_child(pid_t pid)
 {
 	int r;
 
@@ -43,7 +51,7 @@ static void abort_child(pid_t pid)
 static int reserve_errors(errgroup *g)
 {
 	size_t need = g->error_count + (size_t)g->running + (size_t)g->starting + 1;
-	struct recorded_error **grown;
+	struct task_end **grown;
 	size_t capacity;
 
 	if (need <= g->error_capacity)
@@ -59,28 +67,18 @@ static int reserve_errors(errgroup *g)
 	return 0;
 }
 
-/* Forks the child, which waits at its gate (see open_gate).  Runs without
- * the group lock; the channel's fds live as long as the group. */
-static int spawn(errgroup *g, errgroup_task *fn, void *arg, struct task **ret)
+/* Forks the child, which waits at its gate (see open_gate).  The channel's
+ * fds live as long as the group. */
+static int spawn_call(errgroup *g, const void *what, struct task *t)
 {
+	const struct call *c = what;
 	sigset_t all, saved;
-	struct task *t;
 	int lifeline[2], r;
 	pid_t pid;
 
-	t = calloc(1, sizeof *t);
-	if (!t)
-		return -ENOMEM;
-	t->error = calloc(1, sizeof *t->error);
-	if (!t->error) {
-		free(t);
-		return -ENOMEM;
-	}
-	t->pidfd = -1;
 	r = fdreg_pipe(lifeline);
 	if (r < 0)
-		goto fail_free;
-
+		return r;
 	/* Output the host buffered would otherwise be written by the child
 	 * too, when the task flushes stdio. */
 	fflush(NULL);
@@ -91,34 +89,28 @@ static int spawn(errgroup *g, errgroup_task *fn, void *arg, struct task **ret)
 	fdreg_set_fork_keep(g->channel_tx, lifeline[0]);
 	pid = fork();
 	if (pid == 0)
-		child_run(g->channel_tx, lifeline[0], fn, arg);
+		child_run(g->channel_tx, lifeline[0], c->fn, c->arg);
 	r = -errno;
 	fdreg_set_fork_keep(-1, -1);
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
 	fdreg_close(lifeline[0]);
-	if (pid < 0)
-		goto fail_close;
-
-	t->pid = pid;
-	t->lifeline = lifeline[1];
+	if (pid < 0) {
+		fdreg_close(lifeline[1]);
+		return r;
+	}
 	if (pidfd_supported()) {
 		t->pidfd = fdreg_pidfd_open(pid);
 		if (t->pidfd < 0) {
 			r = t->pidfd;
-			goto fail_abort;
+			abort_child(pid);
+			fdreg_close(lifeline[1]);
+			return r;
 		}
 	}
-	*ret = t;
+	t->pid = pid;
+	t->lifeline = lifeline[1];
+	t->at_gate = true;
 	return 0;
-
-fail_abort:
-	abort_child(pid);
-fail_close:
-	fdreg_close(lifeline[1]);
-fail_free:
-	free(t->error);
-	free(t);
-	return r;
 }
 
 /* Puts the task's exit in the group's epoll set: the pidfd turns readable
@@ -137,12 +129,12 @@ static int watch(errgroup *g, struct task *t)
 }
 
 /*
- * Lets the child run the task.  Only once the task is in the pid tree: the
- * channel attributes frames by sender pid, and a poller in another thread
- * would drop a frame (the task's RETURNED code, its message) that arrived
- * before.  A signal, not a write to the lifeline: a write would fire the
- * lifeline.  The child is ours and unreaped, so its pid is safe to use
- * without a pidfd.  If it already died, reaping will tell.  Lock held.
+ * Lets a forked child run the task.  Only once the task is in the pid tree:
+ * the channel attributes frames by sender pid, and a poller in another
+ * thread would drop a frame (the task's RETURNED code, its message) that
+ * arrived before.  A signal, not a write to the lifeline: a write would
+ * fire the lifeline.  The child is ours and unreaped, so its pid is safe to
+ * use without a pidfd.  If it already died, reaping will tell.  Lock held.
  */
 static void open_gate(struct task *t)
 {
@@ -152,13 +144,46 @@ static void open_gate(struct task *t)
 		kill(t->pid, SIGNAL_GATE);
 }
 
-static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
+static struct task *task_new(void)
 {
-	struct task *t = NULL;
-	int r, index;
+	struct task *t = calloc(1, sizeof *t);
 
-	if (!fn)
-		return -EINVAL;
+	if (!t)
+		return NULL;
+	t->end = calloc(1, sizeof *t->end);
+	if (!t->end) {
+		free(t);
+		return NULL;
+	}
+	t->pidfd = -1;
+	t->lifeline = -1;
+	return t;
+}
+
+/* Wakes whoever waits for a start to end, when it ended in failure: no
+ * event is coming for it.  Lock held. */
+static void start_failed(errgroup *g)
+{
+	if (g->polling)
+		wake_poller(g);
+	pthread_cond_broadcast(&g->changed);
+}
+
+/* Why the group takes no task now, or 0.  Lock held. */
+static int refusal(errgroup *g)
+{
+	if (g->expired || group_past_deadline(g))
+		return -ETIMEDOUT;
+	if (g->canceled)
+		return -ECANCELED;
+	return 0;
+}
+
+int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block)
+{
+	struct task *t;
+	int r;
+
 	if (group_is_foreign(g))
 		return -ECHILD;
 	pthread_mutex_lock(&g->lock);
@@ -174,11 +199,10 @@ static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
 		}
 		poll_until(g, slot_free, NULL, false);
 	}
-	if (g->canceled) {
-		r = -ECANCELED;
+	r = refusal(g);
+	if (r < 0)
 		goto out;
-	}
-	if (g->cancel_on_error) {
+	if (g->cancel_on_error || g->timeout_ms > 0 || g->deadline_ns > 0) {
 		r = supervisor_ensure(g);
 		if (r < 0)
 			goto out;
@@ -189,24 +213,25 @@ static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
 	g->starting++;
 	pthread_mutex_unlock(&g->lock);
 
-	r = spawn(g, fn, arg, &t);
+	t = task_new();
+	r = t ? spawn(g, what, t) : -ENOMEM;
+	if (r < 0 && t) {
+		free(t->message);
+		free(t->end);
+		free(t);
+	}
 
 	pthread_mutex_lock(&g->lock);
 	g->starting--;
 	if (r < 0) {
-		/* A poller waiting for this start to end has no event coming. */
-		if (g->polling)
-			wake_poller(g);
-		pthread_cond_broadcast(&g->changed);
+		start_failed(g);
 		goto out;
 	}
 	t->index = g->next_index++;
 	r = watch(g, t);
 	if (r < 0) {
 		g->next_index--;
-		if (g->polling)
-			wake_poller(g);
-		pthread_cond_broadcast(&g->changed);
+		start_failed(g);
 		pthread_mutex_unlock(&g->lock);
 		abort_child(t->pid);
 		task_free(t);
@@ -215,11 +240,15 @@ static int start_task(errgroup *g, errgroup_task *fn, void *arg, bool block)
 	RB_INSERT(task_tree, &g->tasks, t);
 	RB_INSERT(pid_tree, &g->tasks_by_pid, t);
 	g->running++;
-	index = t->index;
-	open_gate(t);
+	r = t->index;
+	if (t->at_gate)
+		open_gate(t);
+	timer_start(g, t);
+	/* What happened while the child started applies to it too. */
 	if (g->canceled)
-		group_cancel_locked(g);   /* applies the cancel to the new task */
-	r = index;
+		group_cancel_locked(g);
+	if (g->expired)
+		group_expire_locked(g);
 out:
 	pthread_mutex_unlock(&g->lock);
 	return r;
@@ -227,10 +256,18 @@ out:
 
 EXPORT int errgroup_go(errgroup *g, errgroup_task *fn, void *arg)
 {
-	return start_task(g, fn, arg, true);
+	struct call c = { fn, arg };
+
+	if (!fn)
+		return -EINVAL;
+	return start_task(g, spawn_call, &c, true);
 }
 
 EXPORT int errgroup_try_go(errgroup *g, errgroup_task *fn, void *arg)
 {
-	return start_task(g, fn, arg, false);
+	struct call c = { fn, arg };
+
+	if (!fn)
+		return -EINVAL;
+	return start_task(g, spawn_call, &c, false);
 }

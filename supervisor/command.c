@@ -1,0 +1,294 @@
+/*
+ * command.c - errgroup_go_cmd: a program as a task.
+ *
+ * The child is made by clone() with CLONE_VM and CLONE_VFORK, as
+ * posix_spawn makes it: it runs on a small stack of its own in the
+ * parent's memory, and the calling thread sleeps until it has exec'd or
+ * died.  No page table is copied, so the start costs the same in a host
+ * with a large heap as in a small one.  CLONE_PIDFD gives the pidfd in the
+ * same system call, so the child cannot end, and be reaped by someone
+ * else, before the group holds it: no start gate is needed, and a program
+ * sends no frames, so nothing needs it to be in the pid tree first.
+ *
+ * The child shares the parent's memory, so it may touch nothing the parent
+ * relies on: it makes raw system calls only (libc's wrappers would run a
+ * sanitizer's interceptors, which keep per-process books in that shared
+ * memory), writes only to its own struct launch, and takes no lock.  All
+ * signals are blocked around the clone, so that no host handler runs in
+ * it; it resets every disposition before it unblocks them.  The library's
+ * fds are all O_CLOEXEC, so exec closes them: no atfork handler is needed,
+ * and none runs.  Why the program could not be started travels back on a
+ * pipe that exec closes: shared memory would do under CLONE_VM, but
+ * valgrind turns this clone into a fork.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* The child's stack: it calls nothing deep, the file names it tries are
+ * built in struct launch. */
+#define CHILD_STACK_SIZE 16384
+
+/* What the child could not do. */
+enum stage { STAGE_SETUP = 1, STAGE_DIR, STAGE_EXEC };
+
+struct failure {
+	int stage;
+	int error;
+};
+
+/* What the child reads, and the one buffer it writes, in the parent's
+ * memory. */
+struct launch {
+	const struct errgroup_cmd *cmd;
+	char *const *envp;
+	const char *path;           /* the caller's PATH */
+	int lifeline;               /* the lifeline's read end */
+	int report;                 /* the failure pipe's write end */
+	char file[PATH_MAX];        /* the file name being tried */
+};
+
+/* The kernel's struct sigaction.  Only an all-zero one is passed (SIG_DFL,
+ * no flags, an empty mask), which means the same whatever the order of the
+ * fields on the architecture. */
+struct kernel_sigaction {
+	unsigned long handler, flags, restorer;
+	uint64_t mask;
+};
+
+static _Noreturn void child_fail(const struct launch *l, enum stage stage, int error)
+{
+	struct failure f = { stage, error };
+	bool missing = error == ENOENT || error == ENOTDIR;
+
+	syscall(SYS_write, l->report, &f, sizeof f);
+	syscall(SYS_exit_group, stage != STAGE_SETUP && missing ? 127 : 126);
+	__builtin_unreachable();
+}
+
+/* Moves fd out of 0..2, which the program's stdio will take; closes the
+ * old number, which the caller had not opened for the program. */
+static int move_up(int fd, bool cloexec)
+{
+	long r;
+
+	if (fd > 2)
+		return fd;
+	r = syscall(SYS_fcntl, fd, cloexec ? F_DUPFD_CLOEXEC : F_DUPFD, 3);
+	if (r >= 0)
+		syscall(SYS_close, fd);
+	return (int)r;
+}
+
+/* Makes fds 0, 1 and 2 what the caller asked for.  A source that is
+ * itself one of 0..2 is first moved up, so that no target overwrites a
+ * source still to be used (stdout and stderr swapped, say). */
+static int set_stdio(const int *stdio)
+{
+	int src[3];
+
+	for (int i = 0; i < 3; i++) {
+		src[i] = stdio[i];
+		if (src[i] >= 0 && src[i] < 3 && src[i] != i) {
+			src[i] = (int)syscall(SYS_fcntl, src[i], F_DUPFD_CLOEXEC, 3);
+			if (src[i] < 0)
+				return -1;
+		}
+	}
+	for (int i = 0; i < 3; i++) {
+		if (src[i] < 0)
+			continue;
+		/* dup3 clears O_CLOEXEC on the copy; an fd already in place
+		 * needs it cleared by hand. */
+		if (src[i] == i ? syscall(SYS_fcntl, i, F_SETFD, 0) < 0 :
+				  syscall(SYS_dup3, src[i], i, 0) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* execvpe() without its allocations: each PATH entry in turn.  EACCES on
+ * one entry is remembered, as shells do, so that "found but not
+ * executable" is not reported as "not found".  Returns the error. */
+static int exec_program(struct launch *l)
+{
+	const char *name = l->cmd->argv[0], *dir = l->path, *end;
+	char *const *argv = (char *const *)l->cmd->argv;
+	size_t name_len = strlen(name), dir_len;
+	int error = ENOENT;
+	bool denied = false;
+
+	if (strchr(name, '/')) {
+		syscall(SYS_execve, name, argv, l->envp);
+		return errno;
+	}
+	if (name_len == 0 || name_len > NAME_MAX)
+		return ENOENT;
+	for (;; dir = end + 1) {
+		end = strchr(dir, ':');
+		if (!end)
+			end = dir + strlen(dir);
+		dir_len = (size_t)(end - dir);
+		if (dir_len + 1 + name_len < sizeof l->file) {
+			/* An empty entry is the current directory. */
+			memcpy(l->file, dir, dir_len);
+			if (dir_len > 0)
+				l->file[dir_len++] = '/';
+			memcpy(l->file + dir_len, name, name_len + 1);
+			syscall(SYS_execve, l->file, argv, l->envp);
+			error = errno;
+			if (error == EACCES)
+				denied = true;
+			else if (error != ENOENT && error != ENOTDIR && error != ENAMETOOLONG)
+				return error;
+		}
+		if (*end == '\0')
+			break;
+	}
+	return denied ? EACCES : error;
+}
+
+static int launch_child(void *arg)
+{
+	struct kernel_sigaction dfl = { 0 };
+	struct launch *l = arg;
+	uint64_t none = 0;
+
+	/* The group signals the task's process group. */
+	syscall(SYS_setpgid, 0, 0);
+	/* Exec would reset the caught signals, but a signal taken before it
+	 * would run a host handler in the parent's memory; and ignored ones
+	 * (a host that ignores SIGTERM) would survive it. */
+	for (int sig = 1; sig < _NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof none);
+	l->report = move_up(l->report, true);
+	l->lifeline = move_up(l->lifeline, false);
+	if (l->report < 0 || l->lifeline < 0)
+		child_fail(l, STAGE_SETUP, errno);
+	if (!lifeline_arm(l->lifeline))
+		syscall(SYS_exit_group, 127);
+	if (l->cmd->stdio && set_stdio(l->cmd->stdio) < 0)
+		child_fail(l, STAGE_SETUP, errno);
+	if (l->cmd->dir && syscall(SYS_chdir, l->cmd->dir) < 0)
+		child_fail(l, STAGE_DIR, errno);
+	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
+	child_fail(l, STAGE_EXEC, exec_program(l));
+}
+
+/* The message a task that could not start fails with; NULL if out of
+ * memory (it then fails with the plain description of its status). */
+static char *describe_failure(const struct errgroup_cmd *cmd, const struct failure *f)
+{
+	char buf[256], *text = NULL;
+	const char *reason = strerror_r(f->error, buf, sizeof buf);
+	int n;
+
+	switch (f->stage) {
+	case STAGE_DIR:
+		n = asprintf(&text, "cannot change directory to '%s': %s", cmd->dir, reason);
+		break;
+	case STAGE_SETUP:
+		n = asprintf(&text, "cannot set up the fds of '%s': %s", cmd->argv[0], reason);
+		break;
+	default:
+		n = asprintf(&text, "cannot execute '%s': %s", cmd->argv[0], reason);
+		break;
+	}
+	return n < 0 ? NULL : text;
+}
+
+int spawn_command(errgroup *g, const void *what, struct task *t)
+{
+	_Alignas(16) char stack[CHILD_STACK_SIZE];
+	const struct errgroup_cmd *cmd = what;
+	int lifeline[2], report[2], flags, pidfd = -1, r;
+	struct failure f;
+	struct launch l;
+	sigset_t all, saved;
+	ssize_t n;
+	pid_t pid;
+
+	(void)g;
+	r = fdreg_pipe(lifeline);
+	if (r < 0)
+		return r;
+	r = fdreg_pipe(report);
+	if (r < 0) {
+		fdreg_close(lifeline[0]);
+		fdreg_close(lifeline[1]);
+		return r;
+	}
+	l.cmd = cmd;
+	l.envp = cmd->envp ? (char *const *)cmd->envp : environ;
+	l.path = getenv("PATH");
+	if (!l.path)
+		l.path = "/bin:/usr/bin";
+	l.lifeline = lifeline[0];
+	l.report = report[1];
+
+	flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
+	if (pidfd_supported())
+		flags |= CLONE_PIDFD;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &saved);
+	fdreg_lock();
+	pid = clone(launch_child, stack + sizeof stack, flags, &l, &pidfd);
+	r = -errno;
+	if (pid > 0 && pidfd >= 0) {
+		pidfd = fdreg_adopt_locked(pidfd);
+		if (pidfd < 0)
+			r = pidfd;
+	}
+	fdreg_unlock();
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	fdreg_close(lifeline[0]);
+	fdreg_close(report[1]);
+	if (pid > 0 && (flags & CLONE_PIDFD) && pidfd < 0) {
+		abort_child(pid);
+		pid = -1;
+	}
+	if (pid < 0) {
+		fdreg_close(report[0]);
+		fdreg_close(lifeline[1]);
+		return r;
+	}
+
+	/* EOF once the program runs: exec closed the write end.  Under
+	 * valgrind's fork this waits for the exec. */
+	do
+		n = read(report[0], &f, sizeof f);
+	while (n < 0 && errno == EINTR);
+	fdreg_close(report[0]);
+	if (n == (ssize_t)sizeof f)
+		t->message = describe_failure(cmd, &f);
+	t->pid = pid;
+	t->pidfd = pidfd;
+	t->lifeline = lifeline[1];
+	return 0;
+}
+
+EXPORT int errgroup_go_cmd(errgroup *g, const struct errgroup_cmd *cmd)
+{
+	if (!cmd || !cmd->argv || !cmd->argv[0])
+		return -EINVAL;
+	return start_task(g, spawn_command, cmd, true);
+}
+
+EXPORT int errgroup_try_go_cmd(errgroup *g, const struct errgroup_cmd *cmd)
+{
+	if (!cmd || !cmd->argv || !cmd->argv[0])
+		return -EINVAL;
+	return start_task(g, spawn_command, cmd, false);
+}
