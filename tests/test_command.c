@@ -1,0 +1,427 @@
+/*
+ * test_command.c - errgroup_go_cmd: programs as tasks.  Their statuses,
+ * programs that cannot be started, argv, environment, directory and stdio,
+ * and the guarantees every task has: its own process group, default signal
+ * dispositions and mask, no library fd, death with the calling process.
+ *
+ * The programs are the shell and coreutils that every Debian system has;
+ * a program tells the test what it saw through a pipe given as its stdout.
+ */
+#include "helpers.h"
+
+#include <limits.h>
+#include <sys/pidfd.h>
+#include <sys/stat.h>
+
+/* Runs argv as the group's only task and waits: the group's first error,
+ * or NULL. */
+static const struct errgroup_error *run(errgroup *g, const struct errgroup_cmd *cmd)
+{
+	assert_true(errgroup_go_cmd(g, cmd) >= 0);
+	return errgroup_wait(g);
+}
+
+/* Everything a program wrote to the pipe; fd is the read end, whose write
+ * end the test has closed. */
+static char *read_all(int fd)
+{
+	static char buf[4096];
+	size_t len = 0;
+	ssize_t n;
+
+	while ((n = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+		len += (size_t)n;
+	buf[len] = '\0';
+	return buf;
+}
+
+/* Runs argv with its stdout on a pipe; returns what it printed and sets
+ * *error to the group's first error. */
+static char *output_of(const char *const *argv, const struct errgroup_error **error)
+{
+	errgroup *g = errgroup_new();
+	int out[2], stdio[3] = { -1, -1, -1 };
+	struct errgroup_cmd cmd = { .argv = argv, .stdio = stdio };
+	char *text;
+
+	assert_non_null(g);
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+	stdio[1] = out[1];
+	assert_true(errgroup_go_cmd(g, &cmd) >= 0);
+	close(out[1]);
+	text = read_all(out[0]);
+	close(out[0]);
+	*error = errgroup_wait(g);
+	/* The error lives as long as the group; copy what the tests need. */
+	if (*error) {
+		static struct errgroup_error copy;
+		static char message[256];
+
+		copy = **error;
+		snprintf(message, sizeof message, "%s", (*error)->message);
+		copy.message = message;
+		*error = &copy;
+	}
+	errgroup_free(g);
+	return text;
+}
+
+static void test_exit_status_is_the_result(void **state)
+{
+	const char *const ok[] = { "true", NULL };
+	const char *const three[] = { "sh", "-c", "exit 3", NULL };
+	const char *const killed[] = { "sh", "-c", "kill -SEGV $$", NULL };
+	struct errgroup_cmd cmd = { .argv = ok };
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_null(run(g, &cmd));
+	cmd.argv = three;
+	e = run(g, &cmd);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_EXITED);
+	assert_int_equal(e->code, 3);
+	assert_int_equal(e->task, 1);
+	assert_string_equal(e->message, "exited with status 3");
+	cmd.argv = killed;
+	assert_true(errgroup_go_cmd(g, &cmd) >= 0);
+	errgroup_wait(g);
+	assert_int_equal(errgroup_error_count(g), 2);
+	e = errgroup_error_at(g, 1);
+	assert_int_equal(e->cause, ERRGROUP_SIGNALED);
+	assert_int_equal(e->code, SIGSEGV);
+	errgroup_free(g);
+	assert_true(no_children_left());
+}
+
+static void test_program_not_found_fails_with_127_and_names_it(void **state)
+{
+	const char *const missing[] = { "errgroup-test-no-such-program", NULL };
+	const char *const missing_path[] = { "/nonexistent/errgroup-test", NULL };
+	struct errgroup_cmd cmd = { .argv = missing };
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	e = run(g, &cmd);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_EXITED);
+	assert_int_equal(e->code, 127);
+	assert_string_equal(e->message,
+			    "cannot execute 'errgroup-test-no-such-program': No such file or directory");
+	cmd.argv = missing_path;
+	assert_true(errgroup_go_cmd(g, &cmd) >= 0);
+	errgroup_wait(g);
+	e = errgroup_error_at(g, 1);
+	assert_int_equal(e->code, 127);
+	assert_string_equal(e->message,
+			    "cannot execute '/nonexistent/errgroup-test': No such file or directory");
+	errgroup_free(g);
+}
+
+static void test_program_not_executable_fails_with_126(void **state)
+{
+	char dir[] = "/tmp/errgroup-test-XXXXXX", file[PATH_MAX], message[PATH_MAX + 64];
+	const char *const argv[] = { file, NULL };
+	struct errgroup_cmd cmd = { .argv = argv };
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+	int fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(file, sizeof file, "%s/plain", dir);
+	fd = open(file, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	e = run(g, &cmd);
+	assert_non_null(e);
+	/* root may execute a file no one has the x bit for: never. */
+	assert_int_equal(e->code, 126);
+	snprintf(message, sizeof message, "cannot execute '%s': Permission denied", file);
+	assert_string_equal(e->message, message);
+	errgroup_free(g);
+	unlink(file);
+	rmdir(dir);
+}
+
+static void test_missing_directory_fails_with_127_and_names_it(void **state)
+{
+	const char *const argv[] = { "true", NULL };
+	struct errgroup_cmd cmd = { .argv = argv, .dir = "/nonexistent/dir" };
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	e = run(g, &cmd);
+	assert_non_null(e);
+	assert_int_equal(e->code, 127);
+	assert_string_equal(e->message,
+			    "cannot change directory to '/nonexistent/dir': No such file or directory");
+	errgroup_free(g);
+}
+
+static void test_argv_reaches_the_program_unsplit(void **state)
+{
+	const char *const argv[] = { "printf", "[%s]", "a; rm x", "b c", "", NULL };
+	const struct errgroup_error *e;
+
+	(void)state;
+	assert_string_equal(output_of(argv, &e), "[a; rm x][b c][]");
+	assert_null(e);
+}
+
+static void test_environment_and_directory_are_the_given_ones(void **state)
+{
+	const char *const argv[] = { "sh", "-c", "printf '%s %s' \"$ERRGROUP_TEST\" \"$(pwd)\"", NULL };
+	const char *const envp[] = { "ERRGROUP_TEST=given", NULL };
+	errgroup *g = errgroup_new();
+	int out[2], stdio[3] = { -1, -1, -1 };
+	struct errgroup_cmd cmd = { .argv = argv, .envp = envp, .dir = "/usr", .stdio = stdio };
+
+	(void)state;
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+	stdio[1] = out[1];
+	assert_true(errgroup_go_cmd(g, &cmd) >= 0);
+	close(out[1]);
+	assert_string_equal(read_all(out[0]), "given /usr");
+	close(out[0]);
+	assert_null(errgroup_wait(g));
+	errgroup_free(g);
+}
+
+/* stdout and stderr swapped: each source is one of the other's targets. */
+static void test_stdio_may_swap_the_callers_fds(void **state)
+{
+	const char *const argv[] = { "sh", "-c", "echo out; echo err >&2", NULL };
+	int out[2], err[2], saved1, saved2, stdio[3] = { -1, 2, 1 };
+	struct errgroup_cmd cmd = { .argv = argv, .stdio = stdio };
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(err, O_CLOEXEC), 0);
+	fflush(stdout);
+	saved1 = dup(1);
+	saved2 = dup(2);
+	dup2(out[1], 1);
+	dup2(err[1], 2);
+	assert_true(errgroup_go_cmd(g, &cmd) >= 0);
+	dup2(saved1, 1);
+	dup2(saved2, 2);
+	close(saved1);
+	close(saved2);
+	close(out[1]);
+	close(err[1]);
+	assert_null(errgroup_wait(g));
+	/* The program's stdout went to the caller's fd 2, and so on. */
+	assert_string_equal(read_all(err[0]), "out\n");
+	assert_string_equal(read_all(out[0]), "err\n");
+	close(out[0]);
+	close(err[0]);
+	errgroup_free(g);
+}
+
+static void test_program_leads_its_own_process_group(void **state)
+{
+	const char *const argv[] = { "sh", "-c", "echo $$ $(ps -o pgid= -p $$)", NULL };
+	const struct errgroup_error *e;
+	int pid = 0, pgid = -1;
+
+	(void)state;
+	assert_int_equal(sscanf(output_of(argv, &e), "%d %d", &pid, &pgid), 2);
+	assert_null(e);
+	assert_int_equal(pid, pgid);
+}
+
+/* The host ignores SIGTERM and blocks SIGINT: the program must see
+ * neither.  grep reads its own /proc entry. */
+static void test_program_starts_with_default_signals_and_empty_mask(void **state)
+{
+	const char *const argv[] = { "grep", "^Sig\\(Blk\\|Ign\\)", "/proc/self/status", NULL };
+	struct sigaction ignore = { .sa_handler = SIG_IGN }, old_term;
+	const struct errgroup_error *e;
+	sigset_t block, old_mask;
+	char *text;
+
+	(void)state;
+	if (under_valgrind())
+		skip();   /* valgrind keeps dispositions of its own */
+	sigaction(SIGTERM, &ignore, &old_term);
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &block, &old_mask);
+	text = output_of(argv, &e);
+	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+	sigaction(SIGTERM, &old_term, NULL);
+	assert_null(e);
+	assert_string_equal(text, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+}
+
+/* The fds a program of ours inherits: those without O_CLOEXEC. */
+static int inheritable_fd_count(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0, fd;
+
+	assert_non_null(d);
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		fd = atoi(e->d_name);
+		if (fd != dirfd(d) && !(fcntl(fd, F_GETFD) & FD_CLOEXEC))
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/* Only the host's inheritable fds and the lifeline: none of the group's
+ * (channel, epoll, eventfd, other tasks' pidfds and pipes), though a
+ * sibling runs. */
+static void test_program_holds_no_library_fd(void **state)
+{
+	const char *const argv[] = { "ls", "/proc/self/fd", NULL };
+	const char *const sleeper[] = { "sleep", "1000", NULL };
+	struct errgroup_cmd sibling = { .argv = sleeper };
+	int out[2], stdio[3] = { -1, -1, -1 }, count = 0;
+	struct errgroup_cmd cmd = { .argv = argv, .stdio = stdio };
+	errgroup *g = errgroup_new();
+	char *text, *line;
+
+	(void)state;
+	assert_true(errgroup_go_cmd(g, &sibling) >= 0);
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+	stdio[1] = out[1];
+	assert_true(errgroup_go_cmd(g, &cmd) >= 0);
+	close(out[1]);
+	text = read_all(out[0]);
+	close(out[0]);
+	for (line = strtok(text, "\n"); line; line = strtok(NULL, "\n"))
+		count++;
+	/* ls's own fd on the directory is listed too; its stdout is one of
+	 * the host's 0, 1, 2. */
+	assert_int_equal(count, inheritable_fd_count() + 2);
+	errgroup_cancel(g);
+	errgroup_wait(g);
+	errgroup_free(g);
+}
+
+static void test_cancel_stops_a_program_and_its_children(void **state)
+{
+	/* The shell forks sleep and waits: both are in the program's group. */
+	const char *const argv[] = { "sh", "-c", "sleep 1000; exit 0", NULL };
+	struct errgroup_cmd cmd = { .argv = argv };
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_int_equal(errgroup_go_cmd(g, &cmd), 0);
+	errgroup_cancel(g);
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_CANCELED);
+	assert_int_equal(e->code, SIGTERM);
+	assert_int_equal(errgroup_go_cmd(g, &cmd), -ECANCELED);
+	errgroup_free(g);
+	assert_true(no_children_left());
+}
+
+static void test_bad_arguments_are_refused(void **state)
+{
+	const char *const empty[] = { NULL };
+	struct errgroup_cmd cmd = { .argv = NULL };
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_int_equal(errgroup_go_cmd(g, NULL), -EINVAL);
+	assert_int_equal(errgroup_go_cmd(g, &cmd), -EINVAL);
+	cmd.argv = empty;
+	assert_int_equal(errgroup_try_go_cmd(g, &cmd), -EINVAL);
+	assert_null(errgroup_wait(g));
+	errgroup_free(g);
+}
+
+static void test_try_go_cmd_refuses_at_the_limit(void **state)
+{
+	const char *const sleeper[] = { "sleep", "1000", NULL };
+	struct errgroup_cmd cmd = { .argv = sleeper };
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_int_equal(errgroup_set_limit(g, 1), 0);
+	assert_int_equal(errgroup_try_go_cmd(g, &cmd), 0);
+	assert_int_equal(errgroup_try_go_cmd(g, &cmd), -EAGAIN);
+	errgroup_free(g);
+	assert_true(no_children_left());
+}
+
+/*
+ * The calling process dies by SIGKILL: the program and what it started
+ * die too.  A helper process runs the group; the program's shell hands its
+ * pid over an fd the helper left open for it, then waits on a grandchild.
+ */
+static void test_program_dies_with_the_calling_process(void **state)
+{
+	int report[2], word_len, pidfd;
+	struct pollfd p;
+	char script[128];
+	pid_t helper, program = 0;
+
+	(void)state;
+	assert_int_equal(pipe(report), 0);   /* no O_CLOEXEC: the program writes it */
+	snprintf(script, sizeof script, "echo $$ >&%d; sleep 1000", report[1]);
+	helper = fork();
+	assert_true(helper >= 0);
+	if (helper == 0) {
+		const char *const argv[] = { "sh", "-c", script, NULL };
+		struct errgroup_cmd cmd = { .argv = argv };
+		errgroup *g = errgroup_new();
+
+		close(report[0]);
+		if (!g || errgroup_go_cmd(g, &cmd) < 0)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	close(report[1]);
+	word_len = (int)read(report[0], script, sizeof script - 1);
+	assert_true(word_len > 0);
+	script[word_len] = '\0';
+	program = atoi(script);
+	assert_true(program > 0);
+	/* The program is not our child: only its pidfd tells when it ends. */
+	pidfd = pidfd_open(program, 0);
+	kill(helper, SIGKILL);
+	waitpid(helper, NULL, 0);
+	close(report[0]);
+	if (pidfd < 0)
+		skip();   /* valgrind has no pidfds; the lifeline still ran */
+	p = (struct pollfd){ .fd = pidfd, .events = POLLIN };
+	assert_int_equal(poll(&p, 1, WAIT_LIMIT_MS), 1);
+	close(pidfd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_exit_status_is_the_result),
+		cmocka_unit_test(test_program_not_found_fails_with_127_and_names_it),
+		cmocka_unit_test(test_program_not_executable_fails_with_126),
+		cmocka_unit_test(test_missing_directory_fails_with_127_and_names_it),
+		cmocka_unit_test(test_argv_reaches_the_program_unsplit),
+		cmocka_unit_test(test_environment_and_directory_are_the_given_ones),
+		cmocka_unit_test(test_stdio_may_swap_the_callers_fds),
+		cmocka_unit_test(test_program_leads_its_own_process_group),
+		cmocka_unit_test(test_program_starts_with_default_signals_and_empty_mask),
+		cmocka_unit_test(test_program_holds_no_library_fd),
+		cmocka_unit_test(test_cancel_stops_a_program_and_its_children),
+		cmocka_unit_test(test_bad_arguments_are_refused),
+		cmocka_unit_test(test_try_go_cmd_refuses_at_the_limit),
+		cmocka_unit_test(test_program_dies_with_the_calling_process),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,359 @@
+/*
+ * test_timeout.c - per-task timeouts and the group's deadline: the cause
+ * and code they give, the SIGKILL after the grace, cancel-on-error, go()
+ * refused after the deadline (also a go() blocked at the limit), stopped
+ * children, and the timer firing while the caller is busy elsewhere.
+ *
+ * Tasks that must time out block forever (on a pipe no one writes), so
+ * the outcome never depends on how fast the machine is; only lower bounds
+ * on time are asserted.
+ */
+#include "helpers.h"
+
+#include <sys/pidfd.h>
+#include <time.h>
+
+static int never[2];   /* a pipe nobody writes: tasks block on it */
+
+static int setup(void **state)
+{
+	(void)state;
+	ready_pipe_open();
+	return pipe2(never, O_CLOEXEC);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	ready_pipe_close();
+	close(never[0]);
+	close(never[1]);
+	return 0;
+}
+
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int block_forever(void *arg)
+{
+	(void)arg;
+	tell_word(getpid());
+	read_byte(never[0]);
+	return 0;
+}
+
+static int ignore_sigterm_and_block(void *arg)
+{
+	(void)arg;
+	signal(SIGTERM, SIG_IGN);
+	tell_word(getpid());
+	read_byte(never[0]);
+	return 0;
+}
+
+static volatile sig_atomic_t got_term;
+
+static void on_term(int sig)
+{
+	(void)sig;
+	got_term = 1;
+}
+
+/* Leaves cleanly, with status 0, when told to stop. */
+static int exit_0_on_sigterm(void *arg)
+{
+	struct sigaction sa = { .sa_handler = on_term };
+
+	(void)arg;
+	sigaction(SIGTERM, &sa, NULL);
+	tell_word(getpid());
+	while (!got_term)
+		pause();
+	return 0;
+}
+
+static int stop_self(void *arg)
+{
+	(void)arg;
+	tell_word(getpid());
+	raise(SIGSTOP);
+	read_byte(never[0]);
+	return 0;
+}
+
+static int succeed(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+static void test_task_past_its_timeout_fails_with_timeout_and_sigterm(void **state)
+{
+	errgroup *g = errgroup_new();
+	const struct errgroup_error *e;
+	uint64_t start = monotonic_ms();
+
+	(void)state;
+	assert_int_equal(errgroup_set_timeout_ms(g, 100), 0);
+	assert_int_equal(errgroup_go(g, block_forever, NULL), 0);
+	e = errgroup_wait(g);
+	assert_true(monotonic_ms() - start >= 100);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_TIMEOUT);
+	assert_int_equal(e->code, SIGTERM);
+	assert_string_equal(e->message, "timed out: killed by signal 15 (SIGTERM)");
+	await_word();
+	errgroup_free(g);
+	assert_true(no_children_left());
+}
+
+static void test_task_done_in_time_is_a_success(void **state)
+{
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_int_equal(errgroup_set_timeout_ms(g, WAIT_LIMIT_MS), 0);
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(errgroup_go(g, succeed, NULL), i);
+	assert_null(errgroup_wait(g));
+	/* The group is not spent: more tasks run, with their own timers. */
+	assert_int_equal(errgroup_go(g, succeed, NULL), 20);
+	assert_null(errgroup_wait(g));
+	errgroup_free(g);
+}
+
+static void test_timeout_ignored_sigterm_gets_sigkill_after_grace(void **state)
+{
+	errgroup *g = errgroup_new();
+	const struct errgroup_error *e;
+	uint64_t start;
+
+	(void)state;
+	if (under_valgrind())
+		skip();   /* valgrind's own signal handling */
+	errgroup_set_timeout_ms(g, 50);
+	errgroup_set_grace_ms(g, 100);
+	start = monotonic_ms();
+	assert_int_equal(errgroup_go(g, ignore_sigterm_and_block, NULL), 0);
+	await_word();
+	e = errgroup_wait(g);
+	assert_true(monotonic_ms() - start >= 150);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_TIMEOUT);
+	assert_int_equal(e->code, SIGKILL);
+	errgroup_free(g);
+}
+
+static void test_timed_out_task_that_exits_0_still_fails(void **state)
+{
+	errgroup *g = errgroup_new();
+	const struct errgroup_error *e;
+
+	(void)state;
+	errgroup_set_timeout_ms(g, 50);
+	assert_int_equal(errgroup_go(g, exit_0_on_sigterm, NULL), 0);
+	await_word();
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_TIMEOUT);
+	assert_int_equal(e->code, 0);
+	errgroup_free(g);
+}
+
+static void test_stopped_task_still_times_out(void **state)
+{
+	errgroup *g = errgroup_new();
+	const struct errgroup_error *e;
+
+	(void)state;
+	errgroup_set_timeout_ms(g, 50);
+	errgroup_set_grace_ms(g, WAIT_LIMIT_MS);
+	assert_int_equal(errgroup_go(g, stop_self, NULL), 0);
+	await_word();
+	/* SIGCONT comes with SIGTERM, long before the grace ends. */
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_TIMEOUT);
+	assert_int_equal(e->code, SIGTERM);
+	errgroup_free(g);
+}
+
+static void test_timeout_under_cancel_on_error_cancels_the_rest(void **state)
+{
+	errgroup *g = errgroup_new();
+	const struct errgroup_error *e;
+
+	(void)state;
+	errgroup_set_cancel_on_error(g, true);
+	assert_int_equal(errgroup_go(g, block_forever, NULL), 0);
+	await_word();
+	/* Only the second task has a timer. */
+	errgroup_set_timeout_ms(g, 50);
+	assert_int_equal(errgroup_go(g, block_forever, NULL), 1);
+	await_word();
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->task, 1);
+	assert_int_equal(e->cause, ERRGROUP_TIMEOUT);
+	assert_int_equal(errgroup_error_count(g), 2);
+	e = errgroup_error_at(g, 1);
+	assert_int_equal(e->task, 0);
+	assert_int_equal(e->cause, ERRGROUP_CANCELED);
+	assert_int_equal(errgroup_go(g, succeed, NULL), -ECANCELED);
+	errgroup_free(g);
+}
+
+/* The caller never waits: the supervisor's timer must stop the task. */
+static void test_timeout_fires_while_the_caller_is_busy(void **state)
+{
+	errgroup *g = errgroup_new();
+	struct pollfd p;
+	int pidfd;
+
+	(void)state;
+	errgroup_set_timeout_ms(g, 50);
+	assert_int_equal(errgroup_go(g, block_forever, NULL), 0);
+	pidfd = pidfd_open(await_word(), 0);
+	if (pidfd < 0) {
+		errgroup_free(g);
+		skip();   /* no pidfds (valgrind): nothing to watch it with */
+	}
+	p = (struct pollfd){ .fd = pidfd, .events = POLLIN };
+	assert_int_equal(poll(&p, 1, WAIT_LIMIT_MS), 1);
+	close(pidfd);
+	assert_int_equal(errgroup_wait(g)->cause, ERRGROUP_TIMEOUT);
+	errgroup_free(g);
+}
+
+static struct timespec in_ms(unsigned ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return ts;
+}
+
+static void test_deadline_stops_every_task_and_is_final(void **state)
+{
+	struct timespec deadline = in_ms(100);
+	errgroup *g = errgroup_new();
+	const struct errgroup_error *e;
+	uint64_t start = monotonic_ms();
+
+	(void)state;
+	assert_int_equal(errgroup_set_deadline(g, &deadline), 0);
+	assert_int_equal(errgroup_go(g, block_forever, NULL), 0);
+	assert_int_equal(errgroup_go(g, block_forever, NULL), 1);
+	await_word();
+	await_word();
+	errgroup_wait(g);
+	assert_true(monotonic_ms() - start >= 100);
+	assert_int_equal(errgroup_error_count(g), 2);
+	for (size_t i = 0; i < 2; i++) {
+		e = errgroup_error_at(g, i);
+		assert_int_equal(e->cause, ERRGROUP_TIMEOUT);
+		assert_int_equal(e->code, SIGTERM);
+	}
+	assert_int_equal(errgroup_go(g, succeed, NULL), -ETIMEDOUT);
+	/* A new deadline does not revive the group. */
+	deadline = in_ms(WAIT_LIMIT_MS);
+	assert_int_equal(errgroup_set_deadline(g, &deadline), 0);
+	assert_int_equal(errgroup_try_go(g, succeed, NULL), -ETIMEDOUT);
+	errgroup_free(g);
+	assert_true(no_children_left());
+}
+
+static void test_deadline_passed_refuses_go_without_forking(void **state)
+{
+	struct timespec past = in_ms(0);
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_int_equal(errgroup_set_deadline(g, &past), 0);
+	assert_int_equal(errgroup_go(g, succeed, NULL), -ETIMEDOUT);
+	assert_null(errgroup_wait(g));
+	assert_true(no_children_left());
+	errgroup_free(g);
+}
+
+static void test_go_blocked_at_the_limit_returns_etimedout(void **state)
+{
+	struct timespec deadline;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	errgroup_set_limit(g, 1);
+	assert_int_equal(errgroup_go(g, block_forever, NULL), 0);
+	await_word();
+	deadline = in_ms(100);
+	errgroup_set_deadline(g, &deadline);
+	assert_int_equal(errgroup_go(g, succeed, NULL), -ETIMEDOUT);
+	assert_int_equal(errgroup_wait(g)->cause, ERRGROUP_TIMEOUT);
+	errgroup_free(g);
+}
+
+static void test_deadline_removed_in_time_stops_nothing(void **state)
+{
+	struct timespec deadline = in_ms(50), bad = { 0, 1000000000 };
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_int_equal(errgroup_set_deadline(g, &bad), -EINVAL);
+	assert_int_equal(errgroup_set_deadline(g, &deadline), 0);
+	assert_int_equal(errgroup_set_deadline(g, NULL), 0);
+	assert_int_equal(errgroup_go(g, exit_0_on_sigterm, NULL), 0);
+	await_word();
+	/* Well past the old deadline, the task still runs: it answers. */
+	poll(NULL, 0, 100);
+	errgroup_cancel(g);
+	assert_null(errgroup_wait(g));   /* it exited 0 on SIGTERM: a success */
+	errgroup_free(g);
+}
+
+static void test_timeout_applies_to_commands(void **state)
+{
+	const char *const argv[] = { "sleep", "1000", NULL };
+	struct errgroup_cmd cmd = { .argv = argv };
+	errgroup *g = errgroup_new();
+	const struct errgroup_error *e;
+
+	(void)state;
+	errgroup_set_timeout_ms(g, 50);
+	assert_int_equal(errgroup_go_cmd(g, &cmd), 0);
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_TIMEOUT);
+	assert_int_equal(e->code, SIGTERM);
+	errgroup_free(g);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_task_past_its_timeout_fails_with_timeout_and_sigterm),
+		cmocka_unit_test(test_task_done_in_time_is_a_success),
+		cmocka_unit_test(test_timeout_ignored_sigterm_gets_sigkill_after_grace),
+		cmocka_unit_test(test_timed_out_task_that_exits_0_still_fails),
+		cmocka_unit_test(test_stopped_task_still_times_out),
+		cmocka_unit_test(test_timeout_under_cancel_on_error_cancels_the_rest),
+		cmocka_unit_test(test_timeout_fires_while_the_caller_is_busy),
+		cmocka_unit_test(test_deadline_stops_every_task_and_is_final),
+		cmocka_unit_test(test_deadline_passed_refuses_go_without_forking),
+		cmocka_unit_test(test_go_blocked_at_the_limit_returns_etimedout),
+		cmocka_unit_test(test_deadline_removed_in_time_stops_nothing),
+		cmocka_unit_test(test_timeout_applies_to_commands),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
