@@ -129,13 +129,14 @@ static void test_task_done_in_time_is_a_success(void **state)
 
 static void test_timeout_ignored_sigterm_gets_sigkill_after_grace(void **state)
 {
-	errgroup *g = errgroup_new();
 	const struct errgroup_error *e;
 	uint64_t start;
+	errgroup *g;
 
 	(void)state;
 	if (under_valgrind())
 		skip();   /* valgrind's own signal handling */
+	g = errgroup_new();
 	errgroup_set_timeout_ms(g, 50);
 	errgroup_set_grace_ms(g, 100);
 	start = monotonic_ms();
