@@ -36,9 +36,23 @@
 
 #include "internal.h"
 
-/* The child's stack: it calls nothing deep, the file names it tries are
- * built in struct launch. */
+/* The child's stack, in the parent's frame (the parent sleeps while the
+ * child runs): the child calls nothing deep. */
 #define CHILD_STACK_SIZE 16384
+
+/* TSan's clone() interceptor treats every clone as a fork: it resets its
+ * books in the child, which under CLONE_VM are the parent's.  Under TSan
+ * the child is therefore a plain copy, which is what TSan expects. */
+#if defined(__SANITIZE_THREAD__)
+#define CLONE_SHARING 0
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CLONE_SHARING 0
+#endif
+#endif
+#ifndef CLONE_SHARING
+#define CLONE_SHARING (CLONE_VM | CLONE_VFORK)
+#endif
 
 /* What the child could not do. */
 enum stage { STAGE_SETUP = 1, STAGE_DIR, STAGE_EXEC };
@@ -48,15 +62,14 @@ struct failure {
 	int error;
 };
 
-/* What the child reads, and the one buffer it writes, in the parent's
- * memory. */
+/* What the child needs, prepared by the parent: the child calls no libc
+ * function, not even strlen, since a sanitizer intercepts those. */
 struct launch {
 	const struct errgroup_cmd *cmd;
 	char *const *envp;
-	const char *path;           /* the caller's PATH */
+	char **files;               /* where to look for the program, in order */
 	int lifeline;               /* the lifeline's read end */
 	int report;                 /* the failure pipe's write end */
-	char file[PATH_MAX];        /* the file name being tried */
 };
 
 /* The kernel's struct sigaction.  Only an all-zero one is passed (SIG_DFL,
@@ -67,6 +80,7 @@ struct kernel_sigaction {
 	uint64_t mask;
 };
 
+CHILD_SHARING_MEMORY
 static _Noreturn void child_fail(const struct launch *l, enum stage stage, int error)
 {
 	struct failure f = { stage, error };
@@ -79,6 +93,7 @@ static _Noreturn void child_fail(const struct launch *l, enum stage stage, int e
 
 /* Moves fd out of 0..2, which the program's stdio will take; closes the
  * old number, which the caller had not opened for the program. */
+CHILD_SHARING_MEMORY
 static int move_up(int fd, bool cloexec)
 {
 	long r;
@@ -94,6 +109,7 @@ static int move_up(int fd, bool cloexec)
 /* Makes fds 0, 1 and 2 what the caller asked for.  A source that is
  * itself one of 0..2 is first moved up, so that no target overwrites a
  * source still to be used (stdout and stderr swapped, say). */
+CHILD_SHARING_MEMORY
 static int set_stdio(const int *stdio)
 {
 	int src[3];
@@ -118,47 +134,28 @@ static int set_stdio(const int *stdio)
 	return 0;
 }
 
-/* execvpe() without its allocations: each PATH entry in turn.  EACCES on
- * one entry is remembered, as shells do, so that "found but not
- * executable" is not reported as "not found".  Returns the error. */
-static int exec_program(struct launch *l)
+/* Tries each candidate file in turn, as execvpe() does.  EACCES on one is
+ * remembered, as shells do, so that "found but not executable" is not
+ * reported as "not found".  Returns the error. */
+CHILD_SHARING_MEMORY
+static int exec_program(const struct launch *l)
 {
-	const char *name = l->cmd->argv[0], *dir = l->path, *end;
 	char *const *argv = (char *const *)l->cmd->argv;
-	size_t name_len = strlen(name), dir_len;
-	int error = ENOENT;
 	bool denied = false;
+	int error = ENOENT;
 
-	if (strchr(name, '/')) {
-		syscall(SYS_execve, name, argv, l->envp);
-		return errno;
-	}
-	if (name_len == 0 || name_len > NAME_MAX)
-		return ENOENT;
-	for (;; dir = end + 1) {
-		end = strchr(dir, ':');
-		if (!end)
-			end = dir + strlen(dir);
-		dir_len = (size_t)(end - dir);
-		if (dir_len + 1 + name_len < sizeof l->file) {
-			/* An empty entry is the current directory. */
-			memcpy(l->file, dir, dir_len);
-			if (dir_len > 0)
-				l->file[dir_len++] = '/';
-			memcpy(l->file + dir_len, name, name_len + 1);
-			syscall(SYS_execve, l->file, argv, l->envp);
-			error = errno;
-			if (error == EACCES)
-				denied = true;
-			else if (error != ENOENT && error != ENOTDIR && error != ENAMETOOLONG)
-				return error;
-		}
-		if (*end == '\0')
-			break;
+	for (char *const *file = l->files; *file; file++) {
+		syscall(SYS_execve, *file, argv, l->envp);
+		error = errno;
+		if (error == EACCES)
+			denied = true;
+		else if (error != ENOENT && error != ENOTDIR && error != ENAMETOOLONG)
+			return error;
 	}
 	return denied ? EACCES : error;
 }
 
+CHILD_SHARING_MEMORY
 static int launch_child(void *arg)
 {
 	struct kernel_sigaction dfl = { 0 };
@@ -185,6 +182,53 @@ static int launch_child(void *arg)
 		child_fail(l, STAGE_DIR, errno);
 	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
 	child_fail(l, STAGE_EXEC, exec_program(l));
+}
+
+/*
+ * The files to try for a program, as execvpe() would: the name itself if
+ * it has a '/', else the name in each directory of the caller's PATH (an
+ * empty entry is the current directory).  One allocation, NULL-terminated;
+ * NULL if out of memory.
+ */
+static char **program_files(const char *name)
+{
+	const char *path = getenv("PATH"), *dir, *end;
+	size_t entries = 1, name_len = strlen(name), size;
+	char **files, *p;
+	int n = 0;
+
+	if (strchr(name, '/') || name_len == 0) {
+		files = malloc(2 * sizeof *files);
+		if (files) {
+			files[0] = (char *)name;
+			files[1] = NULL;
+		}
+		return files;
+	}
+	if (!path)
+		path = "/bin:/usr/bin";
+	for (dir = path; *dir; dir++)
+		entries += *dir == ':';
+	size = (entries + 1) * sizeof *files + strlen(path) + entries * (name_len + 2);
+	files = malloc(size);
+	if (!files)
+		return NULL;
+	p = (char *)(files + entries + 1);
+	for (dir = path;; dir = end + 1) {
+		end = strchrnul(dir, ':');
+		files[n++] = p;
+		if (end > dir) {
+			memcpy(p, dir, (size_t)(end - dir));
+			p += end - dir;
+			*p++ = '/';
+		}
+		memcpy(p, name, name_len + 1);
+		p += name_len + 1;
+		if (*end == '\0')
+			break;
+	}
+	files[n] = NULL;
+	return files;
 }
 
 /* The message a task that could not start fails with; NULL if out of
@@ -232,13 +276,18 @@ int spawn_command(errgroup *g, const void *what, struct task *t)
 	}
 	l.cmd = cmd;
 	l.envp = cmd->envp ? (char *const *)cmd->envp : environ;
-	l.path = getenv("PATH");
-	if (!l.path)
-		l.path = "/bin:/usr/bin";
+	l.files = program_files(cmd->argv[0]);
+	if (!l.files) {
+		fdreg_close(lifeline[0]);
+		fdreg_close(lifeline[1]);
+		fdreg_close(report[0]);
+		fdreg_close(report[1]);
+		return -ENOMEM;
+	}
 	l.lifeline = lifeline[0];
 	l.report = report[1];
 
-	flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
+	flags = CLONE_SHARING | SIGCHLD;
 	if (pidfd_supported())
 		flags |= CLONE_PIDFD;
 	sigfillset(&all);
@@ -255,6 +304,7 @@ int spawn_command(errgroup *g, const void *what, struct task *t)
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
 	fdreg_close(lifeline[0]);
 	fdreg_close(report[1]);
+	free(l.files);
 	if (pid > 0 && (flags & CLONE_PIDFD) && pidfd < 0) {
 		abort_child(pid);
 		pid = -1;

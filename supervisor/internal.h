@@ -38,6 +38,11 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
+/* Code that runs in a command's child, which shares the parent's memory
+ * until it execs (command.c): a sanitizer's instrumentation there would
+ * write the parent's books. */
+#define CHILD_SHARING_MEMORY __attribute__((no_sanitize("address", "thread", "undefined")))
+
 /* How a task ended, as the group keeps it: allocated when the task
  * starts, so that recording its end never allocates. */
 struct task_end {
