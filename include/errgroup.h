@@ -6,9 +6,11 @@
  * Wait) with process isolation: every errgroup_go() forks a child that runs
  * the task, so a crash, a hang or a corrupted heap in the task never harms
  * the caller.  The parent follows each child through a pidfd, the task's
- * error comes back over a per-task socket, a limit caps how many children
- * run at once, and with cancel-on-error the first failure stops the others
- * (SIGTERM, then SIGKILL after a grace period).
+ * error comes back over the group's channel, a limit caps how many
+ * children run at once, and with cancel-on-error the first failure stops
+ * the others (SIGTERM, then SIGKILL after a grace period).  A task may also
+ * be a program (errgroup_go_cmd), may have a time limit, and a caller with
+ * its own event loop can take each task's end from errgroup_fd().
  *
  * Conventions.  Functions that act return 0 (or a task index) on success and
  * a negative errno value on failure; they never set errno.  Only
@@ -16,7 +18,9 @@
  * from several threads at once, except errgroup_free(), which must be the
  * last call on a group.  A group belongs to the process that created it: in
  * a forked child (a task included) every function on an inherited group
- * returns -ECHILD, or does nothing, and errgroup_free() only releases memory.
+ * returns -ECHILD, or does nothing, and errgroup_free() frees only the
+ * group itself (the rest may have been half-changed by another thread at
+ * the fork, so it is left to the process's end).
  *
  * What a task may do.  The task runs in a child forked from the thread that
  * called errgroup_go(), with the memory the parent had at that moment.  A
@@ -29,6 +33,14 @@
  * on exec) and the read end of its lifeline pipe, which stays open across
  * exec because it is what kills the task's process group if the calling
  * process dies; every other library fd is closed in every child.
+ *
+ * The channel is shared by the group's tasks, which is what makes it cost
+ * a task no system call.  So a task can spoil it for its siblings: one that
+ * calls shutdown() on it, shrinks its SO_SNDBUF or makes it non-blocking
+ * can cost them their messages and their full return codes (their exit
+ * statuses still arrive, and so does every task's end), and one with
+ * CAP_SYS_ADMIN can send frames in another task's name.  Tasks that must
+ * not trust each other belong in different groups.
  */
 #ifndef ERRGROUP_H
 #define ERRGROUP_H

@@ -195,35 +195,33 @@ static void reap_killed(struct task *t)
 EXPORT void errgroup_free(errgroup *g)
 {
 	struct task *t, *next;
-	bool owner;
 
 	if (!g)
 		return;
-	owner = !group_is_foreign(g);
-	if (owner)
-		supervisor_stop(g);
+	/* Inherited through fork(): another thread of the parent may have
+	 * been changing the trees, the error list or the queue at that
+	 * moment, so none is walked; their memory is left to the process's
+	 * end.  The fds were closed at fork (fdreg.c), and the lock may be
+	 * held by a thread that does not exist here, and waited on by
+	 * others: destroying it is undefined, and glibc's
+	 * pthread_cond_destroy would wait for those waiters forever. */
+	if (group_is_foreign(g)) {
+		free(g);
+		return;
+	}
+	supervisor_stop(g);
 	RB_FOREACH_SAFE(t, task_tree, &g->tasks, next) {
 		RB_REMOVE(task_tree, &g->tasks, t);
 		RB_REMOVE(pid_tree, &g->tasks_by_pid, t);
-		if (owner) {
-			task_signal(t, SIGKILL);
-			reap_killed(t);
-			task_free(t);
-		} else {
-			/* The fds were closed at fork; the numbers may be
-			 * someone else's now. */
-			free(t->message);
-			free(t->end);
-			free(t);
-		}
+		task_signal(t, SIGKILL);
+		reap_killed(t);
+		task_free(t);
 	}
-	if (owner) {
-		fdreg_close(g->channel_rx);
-		fdreg_close(g->channel_tx);
-		fdreg_close(g->wake_fd);
-		fdreg_close(g->epoll_fd);
-		fdreg_close(g->ended_fd);
-	}
+	fdreg_close(g->channel_rx);
+	fdreg_close(g->channel_tx);
+	fdreg_close(g->wake_fd);
+	fdreg_close(g->epoll_fd);
+	fdreg_close(g->ended_fd);
 	ended_free(g);
 	for (size_t i = 0; i < g->error_count; i++) {
 		struct task_end *e = g->errors[i];
@@ -233,13 +231,7 @@ EXPORT void errgroup_free(errgroup *g)
 		free(e);
 	}
 	free(g->errors);
-	/* An inherited lock may have been held, and the condition waited
-	 * on, by parent threads that do not exist here: destroying a locked
-	 * mutex is undefined, and glibc's pthread_cond_destroy waits for
-	 * the waiters, forever. */
-	if (owner) {
-		pthread_cond_destroy(&g->changed);
-		pthread_mutex_destroy(&g->lock);
-	}
+	pthread_cond_destroy(&g->changed);
+	pthread_mutex_destroy(&g->lock);
 	free(g);
 }
