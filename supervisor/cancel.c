@@ -82,6 +82,8 @@ static void stop_all(errgroup *g, bool timed_out)
 			continue;
 		t->timed_out = timed_out;
 		task_stop(g, t);
+		/* Its SIGKILL is the group's now, not its own timer's. */
+		timer_stop(g, t);
 		signalled = true;
 	}
 	if (signalled && g->grace_ms > 0) {

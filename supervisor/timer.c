@@ -89,8 +89,6 @@ void timer_run(errgroup *g)
 			task_signal(t, SIGKILL);
 			continue;
 		}
-		if (t->signaled)
-			continue;   /* canceled: the group's SIGKILL follows */
 		/* One that has already exited made it in time. */
 		if (task_has_exited(t))
 			continue;

@@ -318,6 +318,33 @@ static void test_deadline_removed_in_time_stops_nothing(void **state)
 	errgroup_free(g);
 }
 
+/* Stopped by the deadline first: the grace then runs from the deadline,
+ * and the task's own timeout, due meanwhile, does not cut it short. */
+static void test_deadline_grace_is_not_cut_by_a_later_timeout(void **state)
+{
+	const struct errgroup_error *e;
+	struct timespec deadline;
+	uint64_t start;
+	errgroup *g;
+
+	(void)state;
+	if (under_valgrind())
+		skip();   /* valgrind's own signal handling */
+	g = errgroup_new();
+	errgroup_set_timeout_ms(g, 150);
+	errgroup_set_grace_ms(g, 400);
+	start = monotonic_ms();
+	deadline = in_ms(50);
+	errgroup_set_deadline(g, &deadline);
+	assert_int_equal(errgroup_go(g, ignore_sigterm_and_block, NULL), 0);
+	await_word();
+	e = errgroup_wait(g);
+	assert_true(monotonic_ms() - start >= 450);
+	assert_int_equal(e->cause, ERRGROUP_TIMEOUT);
+	assert_int_equal(e->code, SIGKILL);
+	errgroup_free(g);
+}
+
 static void test_timeout_applies_to_commands(void **state)
 {
 	const char *const argv[] = { "sleep", "1000", NULL };
@@ -349,6 +376,7 @@ int main(void)
 		cmocka_unit_test(test_deadline_passed_refuses_go_without_forking),
 		cmocka_unit_test(test_go_blocked_at_the_limit_returns_etimedout),
 		cmocka_unit_test(test_deadline_removed_in_time_stops_nothing),
+		cmocka_unit_test(test_deadline_grace_is_not_cut_by_a_later_timeout),
 		cmocka_unit_test(test_timeout_applies_to_commands),
 	};
 
