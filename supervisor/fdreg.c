@@ -33,11 +33,26 @@
 #include "internal.h"
 
 #define BITS_PER_WORD 64
+#define STATIC_FDS 1024
 
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t *registered;            /* bit fd set: the library holds fd */
-static size_t registered_words;
-static size_t registered_count;         /* the bitmap is freed when it drops to 0 */
+/*
+ * Everything the registry writes on a task's start, in one small struct:
+ * fork() write-protects every page the parent and the child share, and the
+ * first write to each such page, on either side, is a copy-on-write fault
+ * (about 2 us here).  The lock is written on both sides of every fork
+ * anyway; the count and the bits of the first STATIC_FDS fds share its
+ * page (256-byte alignment keeps the struct inside one page), and only
+ * fds above that, which a host with hundreds of live tasks has, use a
+ * second bitmap on the heap.
+ */
+static struct {
+	pthread_mutex_t lock;
+	size_t count;                   /* registered fds; more is freed at 0 */
+	uint64_t *more;                 /* bit fd - STATIC_FDS: the library holds fd */
+	size_t more_words;
+	uint64_t bits[STATIC_FDS / BITS_PER_WORD];   /* bit fd: likewise */
+} registry __attribute__((aligned(256))) = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 /* The fds that the thread calling fork() wants the new task to keep (the
@@ -46,36 +61,92 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
  * parent thread set. */
 static __thread int fork_keep[2] = { -1, -1 };
 
+/* The child calls close_range through the GOT (bound when the program or
+ * library is loaded): through the PLT, the first call in every child
+ * would bind it there, since the parent never calls it, at the cost of a
+ * symbol lookup and a write to the GOT's page. */
+extern int close_range(unsigned int first, unsigned int last, int flags) __attribute__((noplt));
+
+/* The word that holds fd's bit, or NULL if there is none yet. */
+static uint64_t *word_of(int fd)
+{
+	size_t w;
+
+	if (fd < STATIC_FDS)
+		return &registry.bits[fd / BITS_PER_WORD];
+	w = (size_t)(fd - STATIC_FDS) / BITS_PER_WORD;
+	return w < registry.more_words ? &registry.more[w] : NULL;
+}
+
 static void prepare(void)
 {
-	pthread_mutex_lock(&registry_lock);
+	pthread_mutex_lock(&registry.lock);
 }
 
 static void parent(void)
 {
-	pthread_mutex_unlock(&registry_lock);
+	pthread_mutex_unlock(&registry.lock);
 }
 
-/* Runs in the child, which has one thread: no lock can be contended, and
- * the one we hold is ours (taken in prepare). */
-static void child(void)
+/* Closes fds first..last, all of them open and registered. */
+static void close_run(int first, int last)
 {
-	for (size_t w = 0; w < registered_words; w++) {
-		uint64_t bits = registered[w];
+	if (close_range((unsigned)first, (unsigned)last, 0) == 0)
+		return;
+	for (int fd = first; fd <= last; fd++)   /* ENOSYS: before Linux 5.9 */
+		close(fd);
+}
+
+/* Closes the registered fds of n bitmap words (base: the fd of the first
+ * bit), but for the two to keep, in runs of consecutive fds: *first and
+ * *last hold the run still open, which a gap ends.  Leaves the kept fds'
+ * bits, and writes a word only if it changes: each page written in the
+ * child is a copy-on-write fault. */
+static void close_words(uint64_t *words, size_t n, int base, int *first, int *last)
+{
+	for (size_t w = 0; w < n; w++) {
+		uint64_t bits = words[w], kept = 0;
 
 		while (bits) {
 			int bit = __builtin_ctzll(bits);
-			int fd = (int)(w * BITS_PER_WORD) + bit;
+			int fd = base + (int)(w * BITS_PER_WORD) + bit;
 
 			bits &= bits - 1;
-			if (fd == fork_keep[0] || fd == fork_keep[1])
+			if (fd == fork_keep[0] || fd == fork_keep[1]) {
+				kept |= UINT64_C(1) << bit;
 				continue;
-			close(fd);
-			registered[w] &= ~(UINT64_C(1) << bit);
-			registered_count--;
+			}
+			if (fd != *last + 1) {
+				if (*first >= 0)
+					close_run(*first, *last);
+				*first = fd;
+			}
+			*last = fd;
+			registry.count--;
 		}
+		if (words[w] != kept)
+			words[w] = kept;
 	}
-	pthread_mutex_unlock(&registry_lock);
+}
+
+/*
+ * Runs in the child, which has one thread: no lock can be contended, and
+ * the one we hold is ours (taken in prepare).  A task's fds are mostly
+ * consecutive (the library's own, then a pidfd and a lifeline per running
+ * task), so it closes them in runs, one close_range each: with thousands
+ * of tasks running, a close() per fd made every start cost O(tasks)
+ * system calls.  The registry is left holding the two kept fds, which is
+ * right for a task that forks or makes groups of its own.
+ */
+static void child(void)
+{
+	int first = -1, last = -2;
+
+	close_words(registry.bits, STATIC_FDS / BITS_PER_WORD, 0, &first, &last);
+	close_words(registry.more, registry.more_words, STATIC_FDS, &first, &last);
+	if (first >= 0)
+		close_run(first, last);
+	pthread_mutex_unlock(&registry.lock);
 }
 
 static void install_atfork(void)
@@ -83,42 +154,44 @@ static void install_atfork(void)
 	pthread_atfork(prepare, parent, child);
 }
 
-/* Called with registry_lock held; fd >= 0. */
+/* Called with the lock held; fd >= 0. */
 static int mark(int fd)
 {
-	size_t w = (size_t)fd / BITS_PER_WORD;
+	uint64_t *word = word_of(fd);
 
-	if (w >= registered_words) {
-		size_t words = registered_words ? registered_words : 16;
+	if (!word) {
+		size_t w = (size_t)(fd - STATIC_FDS) / BITS_PER_WORD;
+		size_t words = registry.more_words ? registry.more_words : 16;
 		uint64_t *grown;
 
 		while (words <= w)
 			words *= 2;
-		grown = realloc(registered, words * sizeof *grown);
+		grown = realloc(registry.more, words * sizeof *grown);
 		if (!grown)
 			return -ENOMEM;
-		for (size_t i = registered_words; i < words; i++)
+		for (size_t i = registry.more_words; i < words; i++)
 			grown[i] = 0;
-		registered = grown;
-		registered_words = words;
+		registry.more = grown;
+		registry.more_words = words;
+		word = &grown[w];
 	}
-	registered[w] |= UINT64_C(1) << (fd % BITS_PER_WORD);
-	registered_count++;
+	*word |= UINT64_C(1) << (fd % BITS_PER_WORD);
+	registry.count++;
 	return 0;
 }
 
 static void unmark(int fd)
 {
-	size_t w = (size_t)fd / BITS_PER_WORD;
+	uint64_t *word = word_of(fd);
 	uint64_t bit = UINT64_C(1) << (fd % BITS_PER_WORD);
 
-	if (w >= registered_words || !(registered[w] & bit))
+	if (!word || !(*word & bit))
 		return;
-	registered[w] &= ~bit;
-	if (--registered_count == 0) {
-		free(registered);
-		registered = NULL;
-		registered_words = 0;
+	*word &= ~bit;
+	if (--registry.count == 0 && registry.more) {
+		free(registry.more);
+		registry.more = NULL;
+		registry.more_words = 0;
 	}
 }
 
@@ -140,7 +213,7 @@ static int adopt(int fd)
 static void lock(void)
 {
 	pthread_once(&atfork_once, install_atfork);
-	pthread_mutex_lock(&registry_lock);
+	pthread_mutex_lock(&registry.lock);
 }
 
 /* Registers both fds of a pair just created (r = the creating call's
@@ -169,7 +242,7 @@ int fdreg_socketpair(int ret[2])
 
 	lock();
 	r = adopt_pair(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), sv, ret);
-	pthread_mutex_unlock(&registry_lock);
+	pthread_mutex_unlock(&registry.lock);
 	return r;
 }
 
@@ -179,7 +252,7 @@ int fdreg_pipe(int ret[2])
 
 	lock();
 	r = adopt_pair(pipe2(p, O_CLOEXEC), p, ret);
-	pthread_mutex_unlock(&registry_lock);
+	pthread_mutex_unlock(&registry.lock);
 	return r;
 }
 
@@ -189,7 +262,7 @@ int fdreg_epoll_create(void)
 
 	lock();
 	fd = adopt(epoll_create1(EPOLL_CLOEXEC));
-	pthread_mutex_unlock(&registry_lock);
+	pthread_mutex_unlock(&registry.lock);
 	return fd;
 }
 
@@ -199,7 +272,7 @@ int fdreg_eventfd(void)
 
 	lock();
 	fd = adopt(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-	pthread_mutex_unlock(&registry_lock);
+	pthread_mutex_unlock(&registry.lock);
 	return fd;
 }
 
@@ -209,7 +282,7 @@ int fdreg_pidfd_open(pid_t pid)
 
 	lock();
 	fd = adopt(pidfd_open(pid, 0));   /* pidfds are always O_CLOEXEC */
-	pthread_mutex_unlock(&registry_lock);
+	pthread_mutex_unlock(&registry.lock);
 	return fd;
 }
 
@@ -220,7 +293,7 @@ void fdreg_close(int fd)
 	lock();
 	unmark(fd);
 	close(fd);
-	pthread_mutex_unlock(&registry_lock);
+	pthread_mutex_unlock(&registry.lock);
 }
 
 void fdreg_set_fork_keep(int a, int b)
@@ -240,7 +313,7 @@ void fdreg_lock(void)
 
 void fdreg_unlock(void)
 {
-	pthread_mutex_unlock(&registry_lock);
+	pthread_mutex_unlock(&registry.lock);
 }
 
 /* Registers fd, or closes it and returns the error; fdreg_lock held. */
