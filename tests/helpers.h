@@ -74,6 +74,42 @@ static inline bool no_children_left(void)
 	return waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD;
 }
 
+/* How many live children (zombies aside) this process has, from their
+ * /proc entries: a child's ppid is the process, whichever of its threads
+ * forked it.  -1 if /proc cannot be read.  Never asserts, so that a
+ * forked scenario can use it. */
+static inline int count_live_children(void)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d))) {
+		char path[sizeof "/proc//stat" + sizeof e->d_name], buf[512], *close_paren;
+		int ppid = 0;
+		char state;
+		FILE *f;
+
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+		f = fopen(path, "re");
+		if (!f)
+			continue;
+		/* The command name may hold spaces and parentheses: the
+		 * fields after it start at the last ')'. */
+		if (fgets(buf, sizeof buf, f) && (close_paren = strrchr(buf, ')')) &&
+		    sscanf(close_paren + 1, " %c %d", &state, &ppid) == 2 &&
+		    ppid == getpid() && state != 'Z')
+			n++;
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
 /* A pipe a test can block tasks on: a task reads a byte from gate[0];
  * the test releases n tasks by writing n bytes to gate[1]. */
 static inline void gate_open_n(int fd, int n)
