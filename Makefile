@@ -25,6 +25,8 @@ LIB_OBJS   := $(LIB_SRCS:supervisor/%.c=$(B)/pic/%.o)
 TEST_SRCS  := $(sort $(wildcard tests/test_*.c))
 TESTS      := $(TEST_SRCS:tests/%.c=$(B)/tests/%)
 EXAMPLES   := $(patsubst examples/%.c,$(B)/examples/%,$(sort $(wildcard examples/*.c)))
+CLI_SRCS   := $(sort $(wildcard cli/*.c))
+CLI_OBJS   := $(CLI_SRCS:cli/%.c=$(B)/cli/%.o)
 
 STATIC = $(B)/liberrgroup.a
 SONAME = liberrgroup.so.$(VERSION_MAJOR)
@@ -39,7 +41,7 @@ endif
 .DELETE_ON_ERROR:
 .PHONY: all deps check memcheck demo install uninstall clean
 
-all: $(STATIC) $(SHARED) $(EXAMPLES)
+all: $(STATIC) $(SHARED) $(EXAMPLES) $(B)/errgroup
 
 deps:
 	$(Q)tools/deps.sh $(DEPS)
@@ -64,6 +66,16 @@ $(B)/examples/%: examples/%.c $(STATIC) include/errgroup.h
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS_AUTO) $(CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC) $(LDLIBS_AUTO)
+
+# The errgroup command, on the public API only (no -Isupervisor).
+$(B)/cli/%.o: cli/%.c cli/cli.h include/errgroup.h
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_AUTO) -DERRGROUP_VERSION='"$(VERSION)"' $(CFLAGS) -c -o $@ $<
+
+$(B)/errgroup: $(CLI_OBJS) $(STATIC)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJS) $(STATIC) -lm $(LDLIBS_AUTO)
 
 # Tests link the static library, so that they can reach internal pieces
 # (the frame decoder) as well as the API.

@@ -1,0 +1,365 @@
+/*
+ * main.c - the errgroup command: its options, then the run.
+ *
+ *   errgroup [OPTIONS] [--] [COMMAND [ARG...] [::: ARG...]]
+ *
+ * Options end at the first word that is not one (getopt's "+"), so that
+ * in `errgroup -j2 sh -c 'echo {}' ::: A B` the -c is sh's.  Every
+ * problem with the command line or the input is reported here, before a
+ * job starts, with status EXIT_USAGE.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* A canceled job has this long between SIGTERM and SIGKILL unless --grace
+ * says otherwise: as the library's and Erlang's default, long enough for a
+ * service to flush and close, short enough for someone at a terminal. */
+#define DEFAULT_GRACE_MS 5000u
+
+static const char program_name[] = "errgroup";
+
+static const char usage_text[] =
+"Usage: errgroup [OPTIONS] [--] [COMMAND [ARG...] [::: ARG...]]\n"
+"Run commands in parallel as one group: the first failure stops the rest.\n"
+"\n"
+"  COMMAND ::: A B C   run COMMAND once per argument, without a shell; {} in\n"
+"                      its words is replaced by the argument, which is else\n"
+"                      added as a last word\n"
+"  COMMAND             the same, one argument per line of standard input\n"
+"                      (or of -a FILE)\n"
+"  (no COMMAND)        one shell command per line of standard input (or of\n"
+"                      -a FILE), each run with /bin/sh -c; empty lines and\n"
+"                      lines starting with # are skipped\n"
+"\n"
+"  -j, --jobs N        at most N jobs at once (default: the online CPUs;\n"
+"                      0: no limit)\n"
+"  -k, --keep-going    do not stop at the first failure; run every job\n"
+"      --one-for-all   when any job ends, successfully or not, stop the others\n"
+"      --timeout SECS  stop a job that runs longer (fractional); it fails\n"
+"      --grace SECS    time between SIGTERM and SIGKILL when jobs are stopped\n"
+"                      (fractional; default 5)\n"
+"      --retries N     run a failed job up to N more times\n"
+"  -a, --arg-file FILE read the lines from FILE instead of standard input\n"
+"      --stdin         jobs read errgroup's standard input (default /dev/null)\n"
+"\n"
+"      --group         write each job's output whole when it ends (default)\n"
+"      --line-buffer   write each job's output line by line as it comes\n"
+"  -u, --ungroup       jobs write straight to errgroup's output\n"
+"      --tag           start each output line with the job's name and a tab\n"
+"  -n, --name NAME     name the next job (repeat for each job); by default a\n"
+"                      job is named by its argument or its line\n"
+"      --joblog FILE   one line per job, GNU parallel's columns\n"
+"      --json          one JSON object per job on standard output, at the end\n"
+"      --bar           a progress line on standard error, if it is a terminal\n"
+"  -h, --help          this text\n"
+"  -V, --version       errgroup's version\n"
+"\n"
+"Each job leads its own process group: stopping a job sends SIGTERM to it\n"
+"and everything it started, then SIGKILL after the grace period.  SIGINT,\n"
+"SIGTERM or SIGHUP to errgroup stops every job; if errgroup is killed, its\n"
+"jobs die with it.\n"
+"\n"
+"Exit status:\n"
+"  0        every job succeeded (--one-for-all: the first job to end did)\n"
+"  1-125    the exit status of the first job that failed\n"
+"  124      the first job that failed ran past --timeout\n"
+"  125      errgroup's own error (bad option, unreadable input)\n"
+"  126      the first job that failed could not be executed\n"
+"  127      ... was not found\n"
+"  128+N    the first job that failed was killed by signal N\n"
+"  129, 130, 143  errgroup was stopped by SIGHUP, SIGINT, SIGTERM\n"
+"With --keep-going the first failure decides by the same rules.\n";
+
+void warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", program_name);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void __attribute__((format(printf, 1, 2), noreturn))
+die_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", program_name);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s --help' for more information.\n", program_name);
+	exit(EXIT_USAGE);
+}
+
+/* A whole non-negative decimal number no larger than max. */
+static unsigned parse_count(const char *option, const char *text, unsigned max)
+{
+	unsigned long n;
+	char *end;
+
+	errno = 0;
+	n = strtoul(text, &end, 10);
+	if (text[0] < '0' || text[0] > '9' || *end != '\0')
+		die_usage("%s: '%s' is not a whole number", option, text);
+	if (errno == ERANGE || n > max)
+		die_usage("%s: '%s' is too large (at most %u)", option, text, max);
+	return (unsigned)n;
+}
+
+/* Fractional seconds as milliseconds, rounded to the nearest, but never 0
+ * for a time that was not 0: --timeout 0.0001 must not mean "no limit". */
+static unsigned parse_seconds(const char *option, const char *text)
+{
+	double seconds, ms;
+	char *end;
+
+	errno = 0;
+	seconds = strtod(text, &end);
+	if (end == text || *end != '\0' || !isfinite(seconds) ||
+	    !((text[0] >= '0' && text[0] <= '9') || text[0] == '.'))
+		die_usage("%s: '%s' is not a number of seconds", option, text);
+	ms = round(seconds * 1000.0);
+	if (ms > (double)UINT_MAX)
+		die_usage("%s: '%s' is too long (at most %u seconds)", option, text,
+			  UINT_MAX / 1000);
+	if (ms < 1.0 && seconds > 0.0)
+		ms = 1.0;
+	return (unsigned)ms;
+}
+
+static int online_cpus(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n > 0 && n < INT_MAX ? (int)n : 1;
+}
+
+enum {
+	OPT_ONE_FOR_ALL = 256,
+	OPT_TIMEOUT,
+	OPT_GRACE,
+	OPT_RETRIES,
+	OPT_GROUP,
+	OPT_LINE_BUFFER,
+	OPT_TAG,
+	OPT_JOBLOG,
+	OPT_JSON,
+	OPT_BAR,
+	OPT_STDIN,
+};
+
+static const struct option long_options[] = {
+	{ "jobs",        required_argument, NULL, 'j' },
+	{ "keep-going",  no_argument,       NULL, 'k' },
+	{ "one-for-all", no_argument,       NULL, OPT_ONE_FOR_ALL },
+	{ "timeout",     required_argument, NULL, OPT_TIMEOUT },
+	{ "grace",       required_argument, NULL, OPT_GRACE },
+	{ "retries",     required_argument, NULL, OPT_RETRIES },
+	{ "arg-file",    required_argument, NULL, 'a' },
+	{ "stdin",       no_argument,       NULL, OPT_STDIN },
+	{ "group",       no_argument,       NULL, OPT_GROUP },
+	{ "line-buffer", no_argument,       NULL, OPT_LINE_BUFFER },
+	{ "ungroup",     no_argument,       NULL, 'u' },
+	{ "tag",         no_argument,       NULL, OPT_TAG },
+	{ "name",        required_argument, NULL, 'n' },
+	{ "joblog",      required_argument, NULL, OPT_JOBLOG },
+	{ "json",        no_argument,       NULL, OPT_JSON },
+	{ "bar",         no_argument,       NULL, OPT_BAR },
+	{ "help",        no_argument,       NULL, 'h' },
+	{ "version",     no_argument,       NULL, 'V' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* The option's name as the user wrote it, for messages. */
+static const char *option_text(int c, int index)
+{
+	static char short_form[3];
+
+	if (c < 256) {
+		short_form[0] = '-';
+		short_form[1] = (char)c;
+		return short_form;
+	}
+	return long_options[index].name;
+}
+
+static void parse_option(struct options *opts, int c, int index, char **argv)
+{
+	const char *name = option_text(c, index);
+
+	switch (c) {
+	case 'j':
+		opts->jobs = (int)parse_count(name, optarg, INT_MAX);
+		break;
+	case 'k':
+		opts->keep_going = true;
+		break;
+	case OPT_ONE_FOR_ALL:
+		opts->one_for_all = true;
+		break;
+	case OPT_TIMEOUT:
+		opts->timeout_ms = parse_seconds("--timeout", optarg);
+		break;
+	case OPT_GRACE:
+		opts->grace_ms = parse_seconds("--grace", optarg);
+		break;
+	case OPT_RETRIES:
+		opts->retries = parse_count("--retries", optarg, INT_MAX);
+		break;
+	case 'a':
+		opts->arg_file = optarg;
+		break;
+	case OPT_STDIN:
+		opts->share_stdin = true;
+		break;
+	case OPT_GROUP:
+		opts->output = OUTPUT_GROUP;
+		break;
+	case OPT_LINE_BUFFER:
+		opts->output = OUTPUT_LINE_BUFFER;
+		break;
+	case 'u':
+		opts->output = OUTPUT_UNGROUP;
+		break;
+	case OPT_TAG:
+		opts->tag = true;
+		break;
+	case 'n':
+		/* optarg points into argv, which outlives the run. */
+		opts->names[opts->name_count++] = optarg;
+		break;
+	case OPT_JOBLOG:
+		opts->joblog_path = optarg;
+		break;
+	case OPT_JSON:
+		opts->json = true;
+		break;
+	case OPT_BAR:
+		opts->bar = true;
+		break;
+	case 'h':
+		fputs(usage_text, stdout);
+		exit(fflush(stdout) == 0 ? 0 : EXIT_USAGE);
+	case 'V':
+		printf("errgroup %s\n", ERRGROUP_VERSION);
+		exit(fflush(stdout) == 0 ? 0 : EXIT_USAGE);
+	case ':':
+		die_usage("option '%s' needs a value", argv[optind - 1]);
+	default:
+		die_usage("unknown option '%s'", argv[optind - 1]);
+	}
+}
+
+/* Splits what follows the options into COMMAND and the words after :::. */
+static void parse_command(struct options *opts, int argc, char **argv)
+{
+	int separator = -1;
+
+	for (int i = optind; i < argc; i++)
+		if (strcmp(argv[i], ":::") == 0) {
+			separator = i;
+			break;
+		}
+	if (separator == optind)
+		die_usage("no COMMAND before :::");
+	if (separator >= 0) {
+		if (opts->arg_file)
+			die_usage("-a FILE and ::: both give arguments; use one");
+		opts->args = argv + separator + 1;
+		argv[separator] = NULL;   /* ends COMMAND */
+	}
+	if (optind < argc && argv[optind])
+		opts->command = argv + optind;
+}
+
+static void check_options(const struct options *opts)
+{
+	if (opts->tag && opts->output == OUTPUT_UNGROUP)
+		die_usage("--tag needs the output captured: not with --ungroup");
+	if (opts->share_stdin && !opts->args && !opts->arg_file)
+		die_usage("--stdin: standard input already holds the jobs; "
+			  "give them with ::: or -a FILE");
+}
+
+static void parse_options(struct options *opts, int argc, char **argv)
+{
+	int c, index;
+
+	*opts = (struct options){
+		.jobs = online_cpus(),
+		.grace_ms = DEFAULT_GRACE_MS,
+		.output = OUTPUT_GROUP,
+	};
+	/* Every --name is an argument, so argc bounds their number. */
+	opts->names = calloc((size_t)argc, sizeof *opts->names);
+	if (!opts->names) {
+		warn("%s", strerror(ENOMEM));
+		exit(EXIT_USAGE);
+	}
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:j:ka:un:hV", long_options, &index)) != -1)
+		parse_option(opts, c, index, argv);
+	parse_command(opts, argc, argv);
+	check_options(opts);
+}
+
+static int read_jobs(struct joblist *list, const struct options *opts)
+{
+	FILE *in = stdin;
+	int r;
+
+	if (opts->args)
+		return jobs_from_args(list, opts);
+	if (opts->arg_file) {
+		in = fopen(opts->arg_file, "re");
+		if (!in) {
+			warn("cannot open %s: %s", opts->arg_file, strerror(errno));
+			return -errno;
+		}
+	}
+	r = jobs_from_lines(list, opts, in);
+	if (r < 0)
+		warn("cannot read %s: %s",
+		     opts->arg_file ? opts->arg_file : "standard input", strerror(-r));
+	if (in != stdin)
+		fclose(in);
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	struct joblist list = { 0 };
+	struct outcome outcome;
+	struct options opts;
+	int status;
+
+	parse_options(&opts, argc, argv);
+	if (read_jobs(&list, &opts) < 0)
+		return EXIT_USAGE;
+	jobs_name(&list, &opts);
+	if (run(&list, &opts, &outcome) < 0) {
+		status = EXIT_USAGE;
+	} else {
+		if (opts.json)
+			json_write(&list);
+		report(&list, &opts, &outcome);
+		status = exit_status(&outcome);
+	}
+	outcome_free(&outcome);
+	jobs_free(&list);
+	free(opts.names);
+	return status;
+}

@@ -1,0 +1,257 @@
+/*
+ * output.c - each job's stdout and stderr, carried to ours.
+ *
+ * A job writes into two pipes whose read ends are ours, non-blocking and
+ * polled by run.c, so a job that prints megabytes never blocks on a full
+ * pipe while errgroup waits elsewhere.  --group keeps what a job wrote until
+ * it ends and then writes it in one piece, stdout then stderr, so that jobs
+ * never interleave; --line-buffer writes each whole line as it comes and
+ * keeps the unfinished rest; --ungroup never gets here (the job has our fds).
+ * With --tag every line starts with the job's name and a tab.
+ *
+ * What a job wrote before it ended is in the pipe when run.c learns of its
+ * end, so capture_drain() after the reap loses nothing, also of a job that
+ * was killed.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* Read at least this much at a time: the default pipe size. */
+#define READ_CHUNK 65536
+
+/* The first error writing our own stdout or stderr (-errno), or 0. */
+static int write_error;
+
+int output_error(void)
+{
+	return write_error;
+}
+
+/* Our stdout may be an O_NONBLOCK fd that someone else shares: then wait
+ * for room rather than drop the text. */
+static void wait_writable(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+
+	while (poll(&p, 1, -1) < 0 && errno == EINTR)
+		;
+}
+
+static void write_all(int fd, const char *buf, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = write(fd, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN) {
+			wait_writable(fd);
+			continue;
+		}
+		if (n < 0) {
+			if (!write_error)
+				write_error = -errno;
+			return;
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+}
+
+/* Tagged lines are gathered here, so that a job's short lines cost one
+ * write per buffer, not three per line. */
+struct sink {
+	int fd;
+	size_t len;
+	char buf[65536];
+};
+
+static void sink_flush(struct sink *s)
+{
+	write_all(s->fd, s->buf, s->len);
+	s->len = 0;
+}
+
+static void sink_put(struct sink *s, const char *text, size_t len)
+{
+	if (s->len + len > sizeof s->buf)
+		sink_flush(s);
+	if (len > sizeof s->buf) {
+		write_all(s->fd, text, len);
+		return;
+	}
+	memcpy(s->buf + s->len, text, len);
+	s->len += len;
+}
+
+static void emit_tagged(int fd, const char *name, const char *text, size_t len)
+{
+	static struct sink sink;
+	size_t name_len = strlen(name), line_len;
+	const char *end;
+
+	sink.fd = fd;
+	while (len > 0) {
+		end = memchr(text, '\n', len);
+		line_len = end ? (size_t)(end - text) + 1 : len;
+		sink_put(&sink, name, name_len);
+		sink_put(&sink, "\t", 1);
+		sink_put(&sink, text, line_len);
+		text += line_len;
+		len -= line_len;
+	}
+	sink_flush(&sink);
+}
+
+static void emit(const struct capture *c, const struct job *job,
+		 const struct options *opts, size_t len)
+{
+	if (len == 0)
+		return;
+	progress_clear();
+	if (opts->tag)
+		emit_tagged(c->to_fd, job->name, c->data, len);
+	else
+		write_all(c->to_fd, c->data, len);
+}
+
+/* Writes out what is held and forgets it. */
+static void emit_held(struct capture *c, const struct job *job,
+		      const struct options *opts)
+{
+	emit(c, job, opts, c->len);
+	c->len = 0;
+}
+
+/* --line-buffer: writes the whole lines held, keeps the unfinished one. */
+static void emit_lines(struct capture *c, const struct job *job,
+		       const struct options *opts)
+{
+	const char *last = memrchr(c->data, '\n', c->len);
+	size_t whole;
+
+	if (!last)
+		return;
+	whole = (size_t)(last - c->data) + 1;
+	emit(c, job, opts, whole);
+	memmove(c->data, c->data + whole, c->len - whole);
+	c->len -= whole;
+}
+
+static int reserve(struct capture *c)
+{
+	size_t want;
+	char *grown;
+
+	if (c->size - c->len >= READ_CHUNK)
+		return 0;
+	want = c->size ? c->size : READ_CHUNK;
+	while (want - c->len < READ_CHUNK)
+		want *= 2;
+	grown = realloc(c->data, want);
+	if (!grown)
+		return -ENOMEM;
+	c->data = grown;
+	c->size = want;
+	return 0;
+}
+
+int capture_open(struct capture *c, int to_fd, int *ret_write_end)
+{
+	int fds[2], flags;
+
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return -errno;
+	/* Only our end is non-blocking: the job gets an ordinary pipe. */
+	flags = fcntl(fds[0], F_GETFL);
+	if (flags < 0 || fcntl(fds[0], F_SETFL, flags | O_NONBLOCK) < 0) {
+		int r = -errno;
+
+		close(fds[0]);
+		close(fds[1]);
+		return r;
+	}
+	c->fd = fds[0];
+	c->to_fd = to_fd;
+	*ret_write_end = fds[1];
+	return 0;
+}
+
+static void capture_close(struct capture *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+}
+
+/* One read.  Returns the bytes read, 0 when there is nothing now or the
+ * pipe is closed (at its end, or on an error), -1 when there is no room:
+ * then what is held was written out early, grouping lost but no byte. */
+int capture_read(struct capture *c, const struct job *job, const struct options *opts)
+{
+	ssize_t n;
+
+	if (reserve(c) < 0) {
+		emit_held(c, job, opts);
+		if (reserve(c) < 0)
+			return -1;
+	}
+	n = read(c->fd, c->data + c->len, c->size - c->len);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (n <= 0) {
+		capture_close(c);
+		return 0;
+	}
+	c->len += (size_t)n;
+	c->received += (unsigned long long)n;
+	if (opts->output == OUTPUT_LINE_BUFFER)
+		emit_lines(c, job, opts);
+	return (int)n;
+}
+
+/* After the job ended: takes what it left in the pipe, then closes it.
+ * A process the job left behind may still hold the pipe and write on, so
+ * this reads no more than the pipe can hold, which is everything the job
+ * wrote before it ended. */
+void capture_drain(struct capture *c, const struct job *job, const struct options *opts)
+{
+	int capacity;
+	long left;
+	int n;
+
+	if (c->fd < 0)
+		return;
+	capacity = fcntl(c->fd, F_GETPIPE_SZ);
+	left = capacity > 0 ? capacity : READ_CHUNK;
+	while (left > 0 && c->fd >= 0 && (n = capture_read(c, job, opts)) > 0)
+		left -= n;
+	capture_close(c);
+}
+
+/* Writes out the rest of what the job wrote and frees the buffers, which
+ * a job that printed megabytes made large. */
+void output_job_ended(struct job *job, const struct options *opts)
+{
+	emit_held(&job->out, job, opts);
+	emit_held(&job->err, job, opts);
+	capture_release(&job->out);
+	capture_release(&job->err);
+}
+
+void capture_release(struct capture *c)
+{
+	capture_close(c);
+	free(c->data);
+	c->data = NULL;
+	c->len = 0;
+	c->size = 0;
+}

@@ -1,0 +1,514 @@
+/*
+ * run.c - the jobs as one group: start them, watch them, stop them.
+ *
+ * One loop on the main thread polls three kinds of fd: the group's
+ * (errgroup_fd: readable when a task has ended), a signalfd for SIGINT,
+ * SIGTERM and SIGHUP, and the output pipes of every running job.  Jobs
+ * start with errgroup_try_go_cmd, never the blocking errgroup_go_cmd: the
+ * loop must go on reading the running jobs' output (a job blocked on a
+ * full pipe would never end).  It counts -j itself and starts the next job
+ * when it has reaped one.
+ *
+ * The group's cancel-on-error stays off: a failed attempt that will be
+ * retried must not stop the others.  The loop decides itself when to call
+ * errgroup_cancel: a job failed for good (unless --keep-going), any job
+ * ended (--one-for-all), or a signal came.  From then on nothing starts,
+ * and the loop runs until every started job has been reaped.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+struct run {
+	errgroup *g;
+	int group_fd;               /* errgroup_fd(g), the group's own */
+	int signal_fd;
+	int dev_null;               /* the jobs' stdin */
+	FILE *joblog;               /* NULL without --joblog */
+	const struct options *opts;
+	struct joblist *list;
+	struct outcome *outcome;
+	size_t next;                /* the first job never started */
+	struct job **retries;       /* failed attempts to run again, a stack */
+	size_t retry_count;
+	struct job **running;       /* the running jobs, in no order */
+	size_t running_count;
+	struct job **by_task;       /* task index -> its job */
+	size_t by_task_size;
+	size_t tasks;               /* tasks started, over every attempt */
+	size_t done;                /* jobs ended for good, for --bar */
+	bool stopping;              /* the group was canceled: start nothing */
+	struct pollfd *fds;         /* the poll set, rebuilt each round */
+	struct capture **fd_capture;   /* fds[i]'s pipe, NULL for ours */
+	struct job **fd_job;
+	size_t fds_size;
+};
+
+static double seconds_since(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+static void draw_progress(const struct run *r)
+{
+	progress_draw(r->done, r->outcome->failure_count, r->running_count, r->list->count);
+}
+
+static void finish(struct run *r, struct job *job, enum job_state state);
+
+/* Cancels the group: SIGTERM to every running job's process group, SIGKILL
+ * after the grace period.  A job waiting for a retry will not get it: its
+ * failed attempt is its end. */
+static void stop(struct run *r)
+{
+	if (r->stopping)
+		return;
+	r->stopping = true;
+	r->outcome->stopped = r->running_count;
+	errgroup_cancel(r->g);
+	while (r->retry_count > 0)
+		finish(r, r->retries[--r->retry_count], JOB_FAILED);
+}
+
+static struct job *peek_next(const struct run *r)
+{
+	if (r->retry_count > 0)
+		return r->retries[r->retry_count - 1];
+	if (r->next < r->list->count)
+		return &r->list->jobs[r->next];
+	return NULL;
+}
+
+static void pop_next(struct run *r)
+{
+	if (r->retry_count > 0)
+		r->retry_count--;
+	else
+		r->next++;
+}
+
+static int grow_by_task(struct run *r, size_t need)
+{
+	struct job **grown;
+	size_t size;
+
+	if (need <= r->by_task_size)
+		return 0;
+	size = r->by_task_size ? r->by_task_size : 64;
+	while (size < need)
+		size *= 2;
+	grown = reallocarray(r->by_task, size, sizeof *grown);
+	if (!grown)
+		return -ENOMEM;
+	/* NULL: no job runs as that task. */
+	memset(grown + r->by_task_size, 0, (size - r->by_task_size) * sizeof *grown);
+	r->by_task = grown;
+	r->by_task_size = size;
+	return 0;
+}
+
+static void close_write_ends(const int stdio[3])
+{
+	if (stdio[1] >= 0)
+		close(stdio[1]);
+	if (stdio[2] >= 0)
+		close(stdio[2]);
+}
+
+/* Starts one attempt of job.  Returns 0, or -errno with nothing started. */
+static int start_one(struct run *r, struct job *job)
+{
+	int stdio[3] = { r->opts->share_stdin ? -1 : r->dev_null, -1, -1 };
+	struct errgroup_cmd cmd = {
+		.argv = (const char *const *)job->argv,
+		.stdio = stdio,
+	};
+	int task, res;
+
+	/* Task indexes count up from 0, one per task started: make room for
+	 * the next one before it runs, while failing is still harmless. */
+	if (grow_by_task(r, r->tasks + 1) < 0)
+		return -ENOMEM;
+	if (r->opts->output != OUTPUT_UNGROUP) {
+		res = capture_open(&job->out, 1, &stdio[1]);
+		if (res == 0)
+			res = capture_open(&job->err, 2, &stdio[2]);
+		if (res < 0)
+			goto fail;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &job->started);
+	clock_gettime(CLOCK_REALTIME, &job->started_wall);
+	res = task = errgroup_try_go_cmd(r->g, &cmd);
+	if (res < 0)
+		goto fail;
+	/* The job holds the write ends now; ours would keep its pipes open
+	 * past its end. */
+	close_write_ends(stdio);
+	if (grow_by_task(r, (size_t)task + 1) < 0) {
+		/* Not a task we could follow: stop all rather than lose it. */
+		r->outcome->error = -ENOMEM;
+		stop(r);
+		return 0;
+	}
+	r->by_task[task] = job;
+	r->running[r->running_count++] = job;
+	r->tasks++;
+	job->state = JOB_RUNNING;
+	job->attempts++;
+	return 0;
+fail:
+	close_write_ends(stdio);
+	capture_release(&job->out);
+	capture_release(&job->err);
+	return res;
+}
+
+/* Errors that pass when a running job ends and frees what it held. */
+static bool is_transient(int res)
+{
+	return res == -EAGAIN || res == -EMFILE || res == -ENFILE || res == -ENOMEM;
+}
+
+/* Whether -j allows one more.  Counted here, not by the group's limit:
+ * the group frees a slot as soon as a task ends, before this loop has
+ * reaped it, and a job started in between would start after a failure
+ * that must stop everything. */
+static bool below_limit(const struct run *r)
+{
+	return r->opts->jobs == 0 || r->running_count < (size_t)r->opts->jobs;
+}
+
+/* Starts jobs until the limit, or a shortage that the end of a running
+ * job will lift. */
+static void start_jobs(struct run *r)
+{
+	struct job *job;
+	int res;
+
+	while (!r->stopping && below_limit(r) && (job = peek_next(r))) {
+		res = start_one(r, job);
+		if (res == 0) {
+			pop_next(r);
+			continue;
+		}
+		if (is_transient(res) && r->running_count > 0)
+			return;
+		/* Nothing runs whose end could help: give up, as a failure of
+		 * errgroup itself. */
+		warn("cannot start job %zu (%s): %s", job->seq, job->command, strerror(-res));
+		r->outcome->error = res;
+		stop(r);
+	}
+}
+
+static void forget_running(struct run *r, const struct job *job)
+{
+	for (size_t i = 0; i < r->running_count; i++)
+		if (r->running[i] == job) {
+			r->running[i] = r->running[--r->running_count];
+			return;
+		}
+}
+
+/* job ended for good in state. */
+static void finish(struct run *r, struct job *job, enum job_state state)
+{
+	struct outcome *o = r->outcome;
+
+	job->state = state;
+	r->done++;
+	if (r->joblog)
+		joblog_write(r->joblog, job);
+	if (state == JOB_FAILED)
+		o->failures[o->failure_count++] = job;
+	/* After a cancel, jobs end because of it: none of them decides. */
+	if (r->stopping)
+		return;
+	if (r->opts->one_for_all || state == JOB_FAILED) {
+		if (!o->decider)
+			o->decider = job;
+		if (r->opts->one_for_all || !r->opts->keep_going)
+			stop(r);
+	}
+}
+
+static void on_task_end(struct run *r, const struct errgroup_exit *exit)
+{
+	struct job *job;
+
+	if (exit->task < 0 || (size_t)exit->task >= r->by_task_size || !r->by_task[exit->task])
+		return;   /* a task we could not follow (see start_one) */
+	job = r->by_task[exit->task];
+	r->by_task[exit->task] = NULL;
+	job->runtime_s = seconds_since(&job->started);
+	forget_running(r, job);
+	capture_drain(&job->out, job, r->opts);
+	capture_drain(&job->err, job, r->opts);
+	output_job_ended(job, r->opts);
+	job->status = exit->status;
+	job->error = exit->error;
+	if (!exit->error)
+		finish(r, job, JOB_SUCCEEDED);
+	else if (exit->error->cause == ERRGROUP_CANCELED)
+		finish(r, job, JOB_STOPPED);
+	else if (!r->stopping && job->attempts <= r->opts->retries) {
+		job->state = JOB_WAITING;
+		r->retries[r->retry_count++] = job;
+	} else
+		finish(r, job, JOB_FAILED);
+}
+
+static int reap_all(struct run *r)
+{
+	struct errgroup_exit exit;
+	int res;
+
+	while ((res = errgroup_reap(r->g, &exit)) > 0)
+		on_task_end(r, &exit);
+	return res;
+}
+
+static void on_signal(struct run *r)
+{
+	struct signalfd_siginfo info;
+
+	while (read(r->signal_fd, &info, sizeof info) == (ssize_t)sizeof info) {
+		if (!r->outcome->signal)
+			r->outcome->signal = (int)info.ssi_signo;
+		stop(r);
+	}
+}
+
+static int grow_poll_set(struct run *r, size_t need)
+{
+	struct capture **captures;
+	struct pollfd *fds;
+	struct job **jobs;
+
+	if (need <= r->fds_size)
+		return 0;
+	fds = reallocarray(r->fds, need, sizeof *fds);
+	if (fds)
+		r->fds = fds;
+	captures = reallocarray(r->fd_capture, need, sizeof *captures);
+	if (captures)
+		r->fd_capture = captures;
+	jobs = reallocarray(r->fd_job, need, sizeof *jobs);
+	if (jobs)
+		r->fd_job = jobs;
+	if (!fds || !captures || !jobs)
+		return -ENOMEM;
+	r->fds_size = need;
+	return 0;
+}
+
+static void add_fd(struct run *r, size_t *n, int fd, struct capture *c, struct job *job)
+{
+	r->fds[*n] = (struct pollfd){ .fd = fd, .events = POLLIN };
+	r->fd_capture[*n] = c;
+	r->fd_job[*n] = job;
+	(*n)++;
+}
+
+static size_t build_poll_set(struct run *r)
+{
+	size_t n = 0;
+
+	add_fd(r, &n, r->signal_fd, NULL, NULL);
+	add_fd(r, &n, r->group_fd, NULL, NULL);
+	for (size_t i = 0; i < r->running_count; i++) {
+		struct job *job = r->running[i];
+
+		if (job->out.fd >= 0)
+			add_fd(r, &n, job->out.fd, &job->out, job);
+		if (job->err.fd >= 0)
+			add_fd(r, &n, job->err.fd, &job->err, job);
+	}
+	return n;
+}
+
+/* One round: wait for something, then read the pipes before reaping, so
+ * that no fd in the set is closed under the loop by a reap. */
+static int wait_once(struct run *r)
+{
+	int timeout_ms = r->opts->bar ? 1000 : -1;
+	size_t n;
+	int res;
+
+	if (grow_poll_set(r, 2 + 2 * r->running_count) < 0)
+		return -ENOMEM;
+	n = build_poll_set(r);
+	if (poll(r->fds, n, timeout_ms) < 0)
+		return errno == EINTR ? 0 : -errno;
+	for (size_t i = 2; i < n; i++)
+		if (r->fds[i].revents)
+			capture_read(r->fd_capture[i], r->fd_job[i], r->opts);
+	if (r->fds[0].revents)
+		on_signal(r);
+	if (r->fds[1].revents) {
+		res = reap_all(r);
+		if (res < 0)
+			return res;
+	}
+	draw_progress(r);
+	return 0;
+}
+
+static int loop(struct run *r)
+{
+	int res;
+
+	for (;;) {
+		start_jobs(r);
+		if (r->running_count == 0 && (r->stopping || !peek_next(r)))
+			return 0;
+		res = wait_once(r);
+		if (res < 0) {
+			warn("cannot wait for the jobs: %s", strerror(-res));
+			return res;
+		}
+	}
+}
+
+/* SIGINT, SIGTERM and SIGHUP come through a signalfd.  They are blocked
+ * before the group exists, so that its supervisor thread, which inherits
+ * the mask, never takes one; the jobs start with an empty mask. */
+static int open_signal_fd(void)
+{
+	sigset_t set;
+	int fd;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -errno;
+	fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	return fd < 0 ? -errno : fd;
+}
+
+static int group_new(struct run *r)
+{
+	const struct options *opts = r->opts;
+
+	r->g = errgroup_new();
+	if (!r->g)
+		return -errno;
+	errgroup_set_grace_ms(r->g, opts->grace_ms);
+	if (opts->timeout_ms > 0)
+		errgroup_set_timeout_ms(r->g, opts->timeout_ms);
+	r->group_fd = errgroup_fd(r->g);
+	return r->group_fd < 0 ? r->group_fd : 0;
+}
+
+/* Each failure is reported here, as it names what could not be set up. */
+static int setup(struct run *r)
+{
+	size_t count = r->list->count;
+	int res;
+
+	res = r->signal_fd = open_signal_fd();
+	if (res < 0) {
+		warn("cannot catch signals: %s", strerror(-res));
+		return res;
+	}
+	r->dev_null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (r->dev_null < 0) {
+		warn("cannot open /dev/null: %s", strerror(errno));
+		return -errno;
+	}
+	if (r->opts->joblog_path) {
+		r->joblog = joblog_open(r->opts->joblog_path);
+		if (!r->joblog) {
+			warn("cannot write the job log %s: %s", r->opts->joblog_path,
+			     strerror(errno));
+			return -errno;
+		}
+	}
+	/* Each job is at most once in each of these. */
+	r->outcome->failures = calloc(count + 1, sizeof *r->outcome->failures);
+	r->retries = calloc(count + 1, sizeof *r->retries);
+	r->running = calloc(count + 1, sizeof *r->running);
+	if (!r->outcome->failures || !r->retries || !r->running) {
+		warn("%s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	res = group_new(r);
+	if (res < 0)
+		warn("cannot make the group: %s", strerror(-res));
+	return res;
+}
+
+/* Leaves the group to the outcome: its errors are the jobs' errors. */
+static void teardown(struct run *r)
+{
+	r->outcome->group = r->g;
+	if (r->joblog) {
+		int res = joblog_close(r->joblog);
+
+		if (res < 0) {
+			warn("cannot write the job log %s: %s", r->opts->joblog_path,
+			     strerror(-res));
+			if (!r->outcome->error)
+				r->outcome->error = res;
+		}
+	}
+	if (r->dev_null >= 0)
+		close(r->dev_null);
+	if (r->signal_fd >= 0)
+		close(r->signal_fd);
+	free(r->retries);
+	free(r->running);
+	free(r->by_task);
+	free(r->fds);
+	free(r->fd_capture);
+	free(r->fd_job);
+}
+
+int run(struct joblist *list, const struct options *opts, struct outcome *ret)
+{
+	struct run r = {
+		.group_fd = -1,
+		.signal_fd = -1,
+		.dev_null = -1,
+		.opts = opts,
+		.list = list,
+		.outcome = ret,
+	};
+	int res;
+
+	*ret = (struct outcome){ 0 };
+	res = setup(&r);
+	if (res < 0) {
+		teardown(&r);
+		return res;
+	}
+	progress_start(opts->bar);
+	res = loop(&r);
+	if (res < 0 && !ret->error)
+		ret->error = res;
+	progress_clear();
+	for (size_t i = 0; i < list->count; i++)
+		if (list->jobs[i].state == JOB_WAITING)
+			ret->never_started++;
+	teardown(&r);
+	return 0;
+}
+
+void outcome_free(struct outcome *o)
+{
+	free(o->failures);
+	errgroup_free(o->group);
+}
