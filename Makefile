@@ -97,6 +97,7 @@ check: deps
 	$(Q)$(MAKE) --no-print-directory all $(TESTS)
 	$(Q)tools/install-test.sh
 	$(Q)tools/run-tests.sh $(TESTS)
+	$(Q)tests/cli/run.sh $(B)/errgroup
 
 memcheck: deps
 	$(Q)$(MAKE) --no-print-directory all $(TESTS)

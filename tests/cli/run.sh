@@ -1,0 +1,494 @@
+#!/bin/bash
+# run.sh ERRGROUP - the errgroup command against real commands.
+#
+# Each test_* function pins down one behaviour of the binary given as the
+# argument.  Jobs that must wait for a sibling wait for a file it creates
+# (tests/cli/await); a job that must be stopped runs `sleep 1000`.  Every
+# run of errgroup has a timeout, which only turns a hang into a failure.
+set -u
+
+if [ $# -ne 1 ]; then
+	echo "usage: $0 ERRGROUP" >&2
+	exit 2
+fi
+EG=$(realpath "$1")
+AWAIT=$(realpath "$(dirname "$0")")/await
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+failed=0       # in a test's subshell: its failures so far
+
+# eg ARGS...: runs errgroup with stdout in $D/out, stderr in $D/err and
+# its status in $rc.
+eg() {
+	timeout -k 5 30 "$EG" "$@" >"$D/out" 2>"$D/err"
+	rc=$?
+}
+
+fail() {
+	echo "FAIL: $test: $*"
+	echo "  stderr of errgroup:"
+	sed 's/^/    /' "$D/err" 2>/dev/null | head -20
+	failed=$((failed + 1))
+	return 1
+}
+
+expect_rc() {
+	[ "$rc" -eq "$1" ] || fail "exit status $rc, expected $1"
+}
+
+# expect_err TEXT: errgroup's stderr holds TEXT.
+expect_err() {
+	grep -qF -- "$1" "$D/err" || fail "stderr lacks '$1'"
+}
+
+expect_out() {
+	local want
+	want=$(printf '%s\n' "$@")
+	[ "$(cat "$D/out")" = "$want" ] ||
+		fail "stdout is '$(head -c 300 "$D/out")', expected '$want'"
+}
+
+expect_sorted_out() {
+	local want
+	want=$(printf '%s\n' "$@" | sort)
+	[ "$(sort "$D/out")" = "$want" ] ||
+		fail "stdout is '$(head -c 300 "$D/out")', expected '$want' in any order"
+}
+
+# gone PID...: each process has ended (a zombie waiting for init counts as
+# ended).  Signals take a moment to land, so this waits up to 10 s.
+gone() {
+	local pid n state
+	for pid in "$@"; do
+		n=0
+		while [ -e "/proc/$pid" ]; do
+			state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)
+			[ "$state" = Z ] && break
+			n=$((n + 1))
+			if [ $n -gt 1000 ]; then
+				fail "process $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline")) is still running"
+				kill -9 "$pid" 2>/dev/null
+				return 1
+			fi
+			sleep 0.01
+		done
+	done
+}
+
+# Pids recorded by jobs in $D/pid.*.
+recorded_pids() {
+	cat "$D"/pid.* 2>/dev/null
+}
+
+test_help_and_version() {
+	eg --help
+	expect_rc 0
+	grep -q '^Exit status' "$D/out" || fail "--help does not document the exit status"
+	grep -q '124' "$D/out" || fail "--help does not mention 124"
+	eg --version
+	expect_rc 0
+	grep -qE '^errgroup [0-9]+\.[0-9]+\.[0-9]+$' "$D/out" || fail "--version says '$(cat "$D/out")'"
+}
+
+test_bad_options_are_125_with_a_message() {
+	local args
+	while IFS='|' read -r text args; do
+		# shellcheck disable=SC2086
+		eg $args
+		expect_rc 125 || continue
+		expect_err "$text"
+	done <<'EOF'
+unknown option '--bogus'|--bogus true
+'x' is not a whole number|-j x true
+'-1' is not a number of seconds|--timeout -1 true
+'abc' is not a number of seconds|--timeout abc true
+'1s' is not a number of seconds|--grace 1s true
+'-2' is not a whole number|--retries -2 true
+needs a value|--joblog
+no COMMAND before :::|::: a b
+--tag needs the output captured|--tag -u echo ::: a
+EOF
+}
+
+test_unreadable_input_is_125() {
+	eg -a "$D/missing"
+	expect_rc 125
+	expect_err "cannot open $D/missing"
+	eg -a "$D"
+	expect_rc 125
+	expect_err "cannot read $D"
+	eg --joblog "$D/no/such/dir/log" true ::: a
+	expect_rc 125
+	expect_err "cannot write the job log"
+}
+
+test_all_succeed() {
+	eg echo ::: a b c
+	expect_rc 0
+	expect_sorted_out a b c
+	[ ! -s "$D/err" ] || fail "stderr is not empty"
+}
+
+test_no_jobs_is_success() {
+	eg true < /dev/null
+	expect_rc 0
+	eg < /dev/null
+	expect_rc 0
+}
+
+test_arguments_are_never_split() {
+	eg printf '<%s>\n' ::: 'a; touch x' 'b  c' '$(touch y)'
+	expect_rc 0
+	expect_sorted_out '<a; touch x>' '<b  c>' '<$(touch y)>'
+	[ ! -e x ] && [ ! -e y ] || fail "an argument reached a shell"
+}
+
+test_braces_are_replaced_in_every_word() {
+	eg printf '%s|%s\n' 'pre{}post' '{}{}' ::: A
+	expect_rc 0
+	expect_out 'preApost|AA'
+}
+
+test_options_end_at_the_command() {
+	eg -j2 sh -c 'echo "[{}]"' ::: A B
+	expect_rc 0
+	expect_sorted_out '[A]' '[B]'
+}
+
+test_lines_run_in_a_shell_and_comments_are_skipped() {
+	printf 'echo one | tr a-z A-Z\n\n# echo comment\necho two\n' >"$D/jobs"
+	eg < "$D/jobs"
+	expect_rc 0
+	expect_sorted_out ONE two
+	eg -a "$D/jobs"
+	expect_rc 0
+	expect_sorted_out ONE two
+}
+
+test_lines_are_arguments_of_a_command() {
+	printf 'a b\n\nc\n' >"$D/in"
+	eg printf '<%s>\n' <"$D/in"
+	expect_rc 0
+	expect_sorted_out '<a b>' '<c>'
+}
+
+test_first_failure_sets_the_status() {
+	eg sh -c 'exit 3' ::: x
+	expect_rc 3
+	expect_err "job 1 (sh -c 'exit 3' x) exited with status 3"
+	expect_err "1 of 1 job failed"
+}
+
+test_signal_is_128_plus_n() {
+	eg sh -c 'kill -SEGV $$' ::: x
+	expect_rc 139
+	expect_err "was killed by SIGSEGV"
+}
+
+test_not_found_is_127_not_executable_is_126() {
+	eg "$D/no-such-program" ::: x
+	expect_rc 127
+	expect_err "cannot execute '$D/no-such-program'"
+	printf 'echo hi\n' >"$D/script"
+	chmod 644 "$D/script"
+	eg "$D/script" ::: x
+	expect_rc 126
+	expect_err "Permission denied"
+}
+
+# The failing job waits until its siblings run: a background grandchild, and
+# a pipeline whose two sides record their pids.  The fourth job must never
+# start.
+test_fail_fast_stops_siblings_pipelines_and_grandchildren() {
+	cat >"$D/jobs" <<EOF
+sleep 1000 & echo \$! > $D/pid.grandchild; wait
+sh -c 'echo \$\$ > $D/pid.left; exec sleep 1000' | sh -c 'echo \$\$ > $D/pid.right; exec sleep 1000'
+$AWAIT $D/pid.grandchild $D/pid.left $D/pid.right && exit 3
+touch $D/never
+EOF
+	eg -j3 -a "$D/jobs"
+	expect_rc 3
+	expect_err "job 3"
+	expect_err "1 of 4 jobs failed, 2 stopped, 1 never started"
+	[ ! -e "$D/never" ] || fail "a job started after the failure"
+	# shellcheck disable=SC2046
+	gone $(recorded_pids)
+}
+
+test_keep_going_runs_everything_and_reports_each_failure() {
+	printf 'exit 4\ntouch %s/ran\nexit 5\n' "$D" >"$D/jobs"
+	eg -k -j1 -a "$D/jobs"
+	expect_rc 4
+	[ -e "$D/ran" ] || fail "a job after the failure did not run"
+	expect_err "job 1 (exit 4) exited with status 4"
+	expect_err "job 3 (exit 5) exited with status 5"
+	expect_err "2 of 3 jobs failed"
+}
+
+test_timeout_is_124() {
+	eg --timeout 0.2 sleep ::: 1000
+	expect_rc 124
+	expect_err "job 1 (sleep 1000) timed out after 0.2s"
+	eg --timeout 30 true ::: a
+	expect_rc 0
+}
+
+test_grace_ends_in_sigkill() {
+	# The job and its sleep ignore SIGTERM: only the SIGKILL after the
+	# grace ends them.
+	eg --timeout 0.1 --grace 0.2 sh -c "trap '' TERM; echo \$\$ > $D/pid.job; sleep 1000" ::: x
+	expect_rc 124
+	# shellcheck disable=SC2046
+	gone $(recorded_pids)
+}
+
+test_retried_job_succeeds_without_stopping_the_others() {
+	# The first attempt fails; the second creates what job 2 waits for.
+	cat >"$D/jobs" <<EOF
+echo x >> $D/attempts; [ \$(wc -l < $D/attempts) -ge 2 ] && touch $D/second
+$AWAIT $D/second
+EOF
+	eg -j2 --retries 1 -a "$D/jobs"
+	expect_rc 0
+	[ "$(wc -l < "$D/attempts")" -eq 2 ] || fail "$(wc -l < "$D/attempts") attempts, expected 2"
+}
+
+test_retries_are_spent_then_the_job_fails() {
+	eg --retries 2 sh -c "echo x >> $D/attempts; exit 6" ::: x
+	expect_rc 6
+	[ "$(wc -l < "$D/attempts")" -eq 3 ] || fail "$(wc -l < "$D/attempts") attempts, expected 3"
+	expect_err "exited with status 6, at attempt 3"
+}
+
+# Each job writes half, lets the other write half, then writes the rest:
+# straight through, their lines would interleave.
+interleaving_jobs() {
+	cat >"$D/jobs" <<EOF
+for i in \$(seq 100); do echo A\$i; done; touch $D/a; $AWAIT $D/b; for i in \$(seq 100); do echo A\$i; done
+for i in \$(seq 100); do echo B\$i; done; touch $D/b; $AWAIT $D/a; for i in \$(seq 100); do echo B\$i; done
+EOF
+}
+
+# How many times the output switches between A and B lines.
+switches() {
+	cut -c1 "$D/out" | uniq | wc -l
+}
+
+test_grouped_output_never_interleaves() {
+	interleaving_jobs
+	eg -j2 -a "$D/jobs"
+	expect_rc 0
+	[ "$(wc -l < "$D/out")" -eq 400 ] || fail "$(wc -l < "$D/out") lines, expected 400"
+	[ "$(switches)" -eq 2 ] || fail "the jobs' lines interleave"
+	# The same jobs, not grouped, do interleave: the test can see it.
+	rm -f "$D/a" "$D/b"
+	eg -j2 -u -a "$D/jobs"
+	expect_rc 0
+	[ "$(switches)" -gt 2 ] || fail "--ungroup did not interleave: this test proves nothing"
+}
+
+test_ten_megabytes_survive() {
+	head -c 10485760 /dev/urandom >"$D/big"
+	eg cat ::: "$D/big"
+	expect_rc 0
+	cmp -s "$D/out" "$D/big" || fail "--group: the output differs from the 10 MB written"
+	eg --line-buffer cat ::: "$D/big"
+	expect_rc 0
+	cmp -s "$D/out" "$D/big" || fail "--line-buffer: the output differs from the 10 MB written"
+}
+
+test_killed_job_loses_no_output() {
+	head -c 1000000 /dev/urandom >"$D/big"
+	cat >"$D/jobs" <<EOF
+cat $D/big; echo end >&2; touch $D/printed; sleep 1000
+$AWAIT $D/printed && exit 1
+EOF
+	eg -j2 -a "$D/jobs"
+	expect_rc 1
+	cmp -s "$D/out" "$D/big" || fail "the killed job's stdout is not all there"
+	expect_err "end"
+}
+
+test_line_buffer_passes_whole_lines_as_they_come() {
+	local pid
+	timeout -k 5 30 "$EG" --line-buffer sh -c \
+		"printf 'hello\n'; printf 'part'; $AWAIT $D/go; printf 'ial\n'" ::: x \
+		>"$D/out" 2>"$D/err" &
+	pid=$!
+	local n=0
+	until grep -q hello "$D/out" 2>/dev/null; do
+		n=$((n + 1))
+		[ $n -gt 2000 ] && { fail "the first line never came"; break; }
+		sleep 0.01
+	done
+	grep -q part "$D/out" && fail "half a line was written"
+	touch "$D/go"
+	wait $pid
+	rc=$?
+	expect_rc 0
+	expect_out hello partial
+}
+
+test_tag_and_name() {
+	eg --tag echo ::: x y
+	expect_rc 0
+	expect_sorted_out "$(printf 'x\tx')" "$(printf 'y\ty')"
+	eg --tag -n first -n second echo ::: x y
+	expect_sorted_out "$(printf 'first\tx')" "$(printf 'second\ty')"
+	printf 'echo a; echo b\n' >"$D/in"
+	eg --tag --line-buffer <"$D/in"
+	expect_out "$(printf 'echo a; echo b\ta')" "$(printf 'echo a; echo b\tb')"
+}
+
+test_ungroup_passes_output_straight_through() {
+	eg -u sh -c 'echo out; echo err >&2' ::: x
+	expect_rc 0
+	expect_out out
+	expect_err err
+}
+
+test_jobs_read_dev_null_unless_asked() {
+	echo secret >"$D/in"
+	eg cat ::: - <"$D/in"
+	expect_rc 0
+	expect_out ''
+	eg --stdin cat ::: - <"$D/in"
+	expect_out secret
+}
+
+test_limit_is_never_exceeded() {
+	eg -j2 sh -c "echo + >> $D/log; $AWAIT $D/log; echo - >> $D/log" ::: 1 2 3 4 5 6
+	expect_rc 0
+	local most
+	most=$(awk '/\+/ { n++; if (n > max) max = n } /-/ { n-- } END { print max }' "$D/log")
+	[ "$most" -le 2 ] || fail "$most jobs ran at once with -j2"
+}
+
+# No job holds another job's pipes: each prints its own stdout and stderr
+# pipes and every other fd it holds, while all three run.
+test_jobs_do_not_hold_each_others_pipes() {
+	local job="touch $D/started.{}; $AWAIT $D/started.1 $D/started.2 $D/started.3;"
+	job="$job echo out \$(readlink /proc/\$\$/fd/1); echo out \$(readlink /proc/\$\$/fd/2);"
+	job="$job for f in /proc/\$\$/fd/*; do echo has \$(readlink \$f); done"
+	eg -j3 sh -c "$job" ::: 1 2 3
+	expect_rc 0
+	awk '$1 == "out" { own[$2] = NR } $1 == "has" { held[$2]++ }
+	     END { for (p in own) if (held[p] > 1) bad++; exit bad > 0 }' "$D/out" ||
+		fail "a job holds a sibling's pipe"
+}
+
+test_joblog_has_parallels_columns() {
+	eg -k -j1 --joblog "$D/log" sh -c 'echo hi; exit {}' ::: 0 3
+	expect_rc 3
+	[ "$(head -1 "$D/log")" = "$(printf 'Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand')" ] ||
+		fail "header is '$(head -1 "$D/log")'"
+	awk -F'\t' 'NR > 1 && NF != 9 { exit 1 }' "$D/log" || fail "a line without 9 columns"
+	[ "$(awk -F'\t' 'NR > 1 { print $1, $2, $5, $6, $7, $8, $9 }' "$D/log")" = \
+	  "$(printf "1 : 0 3 0 0 sh -c 'echo hi; exit 0'\n2 : 0 3 3 0 sh -c 'echo hi; exit 3'")" ] ||
+		fail "lines are '$(tail -n +2 "$D/log")'"
+	eg --joblog "$D/log" sh -c 'kill -KILL $$' ::: x
+	expect_rc 137
+	[ "$(awk -F'\t' 'NR == 2 { print $7, $8 }' "$D/log")" = "-1 9" ] ||
+		fail "a killed job's Exitval and Signal are '$(awk -F'\t' 'NR == 2 { print $7, $8 }' "$D/log")'"
+}
+
+test_json_has_one_object_per_job() {
+	eg -k -j1 --json sh -c 'exit {}' ::: 0 2
+	expect_rc 2
+	[ "$(wc -l < "$D/out")" -eq 2 ] || fail "$(wc -l < "$D/out") lines of JSON"
+	grep -q '"seq":2,.*"state":"failed".*"exit":2' "$D/out" || fail "no failed job 2 in '$(cat "$D/out")'"
+	if command -v python3 >/dev/null; then
+		python3 -c 'import json, sys
+for line in sys.stdin: json.loads(line)' <"$D/out" || fail "invalid JSON"
+	fi
+}
+
+test_one_for_all_stops_the_rest_when_one_ends() {
+	cat >"$D/jobs" <<EOF
+sleep 1000 & echo \$! > $D/pid.service; wait
+$AWAIT $D/pid.service
+EOF
+	eg --one-for-all -j2 -a "$D/jobs"
+	expect_rc 0
+	expect_err "job 2 ($AWAIT $D/pid.service) exited with status 0"
+	expect_err "0 of 2 jobs failed, 1 stopped"
+	# shellcheck disable=SC2046
+	gone $(recorded_pids)
+	rm -f "$D"/pid.*
+	sed -i 's/$/ \&\& exit 5/;1s/ && exit 5$//' "$D/jobs"
+	eg --one-for-all -j2 -a "$D/jobs"
+	expect_rc 5
+	# shellcheck disable=SC2046
+	gone $(recorded_pids)
+}
+
+# Starts errgroup in the background on jobs that record their pids and
+# their grandchildren's, waits until all run, sends it signal $1.
+signal_errgroup() {
+	cat >"$D/jobs" <<EOF
+sleep 1000 & echo \$! > $D/pid.1g; echo \$\$ > $D/pid.1; wait
+sleep 1000 & echo \$! > $D/pid.2g; echo \$\$ > $D/pid.2; wait
+EOF
+	# A background job of a script ignores SIGINT unless told otherwise.
+	env --default-signal=INT "$EG" -j2 -a "$D/jobs" >"$D/out" 2>"$D/err" &
+	local pid=$!
+	# Only turns a hang into a failure.
+	(sleep 30; kill -9 "$pid") 2>/dev/null &
+	local watchdog=$!
+	"$AWAIT" "$D/pid.1g" "$D/pid.1" "$D/pid.2g" "$D/pid.2" || fail "the jobs did not start"
+	kill "-$1" "$pid"
+	# (bash would say "Killed" for the SIGKILL test)
+	{ wait "$pid"; } 2>/dev/null
+	rc=$?
+	kill "$watchdog" 2>/dev/null
+	wait "$watchdog" 2>/dev/null
+}
+
+test_signals_stop_every_job() {
+	local sig status
+	for sig in TERM:143 INT:130 HUP:129; do
+		rm -f "$D"/pid.*
+		status=${sig#*:}
+		signal_errgroup "${sig%:*}"
+		expect_rc "$status"
+		expect_err "stopped by SIG${sig%:*}"
+		# shellcheck disable=SC2046
+		gone $(recorded_pids)
+	done
+}
+
+test_sigkill_leaves_no_job_behind() {
+	signal_errgroup KILL
+	expect_rc 137
+	# shellcheck disable=SC2046
+	gone $(recorded_pids)
+}
+
+test_bar_is_silent_off_a_terminal() {
+	eg --bar echo ::: a
+	expect_rc 0
+	[ ! -s "$D/err" ] || fail "--bar wrote to a stderr that is not a terminal"
+}
+
+start=$EPOCHREALTIME
+tests=$(declare -F | awk '$3 ~ /^test_/ { print $3 }')
+total=0
+broken=0
+for test in $tests; do
+	D="$TMP/$test"
+	mkdir -p "$D"
+	total=$((total + 1))
+	# Each test in a subshell, in its own directory: fail() counts there.
+	if (cd "$D" || exit 1; "$test"; exit "$failed"); then
+		echo "ok   $test"
+	else
+		echo "FAIL $test"
+		broken=$((broken + 1))
+	fi
+done
+elapsed=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+if [ "$broken" -ne 0 ]; then
+	echo "errgroup CLI: $broken of $total tests failed (${elapsed}s)"
+	exit 1
+fi
+echo "errgroup CLI: all $total tests passed in ${elapsed}s"
