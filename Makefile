@@ -105,6 +105,9 @@ memcheck: deps
 
 install: all
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	install -m 755 $(B)/errgroup $(DESTDIR)$(BINDIR)/
+	install -m 644 docs/errgroup.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 644 include/errgroup.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
@@ -117,6 +120,8 @@ install: all
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/errgroup.h \
+		$(DESTDIR)$(BINDIR)/errgroup \
+		$(DESTDIR)$(MANDIR)/man1/errgroup.1 \
 		$(DESTDIR)$(LIBDIR)/liberrgroup.a \
 		$(DESTDIR)$(LIBDIR)/liberrgroup.so.$(VERSION) \
 		$(DESTDIR)$(LIBDIR)/$(SONAME) \
