@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@
 static bool enabled;
 static bool drawn;
 static struct timespec began;
+static char shown[160];       /* the line on the terminal, while drawn */
 
 void progress_start(bool wanted)
 {
@@ -43,8 +45,11 @@ void progress_draw(size_t done, size_t failed, size_t running, size_t total)
 	len = snprintf(line, sizeof line,
 		       "\r\033[K%zu/%zu done, %zu failed, %zu running, %llds",
 		       done, total, failed, running, (long long)(now.tv_sec - began.tv_sec));
-	if (len > 0 && (size_t)len < sizeof line)
-		put(line, (size_t)len);
+	/* The loop draws after every event; most change nothing. */
+	if (len <= 0 || (size_t)len >= sizeof line || (drawn && strcmp(line, shown) == 0))
+		return;
+	put(line, (size_t)len);
+	memcpy(shown, line, (size_t)len + 1);
 	drawn = true;
 }
 

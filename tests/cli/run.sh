@@ -464,6 +464,16 @@ test_sigkill_leaves_no_job_behind() {
 	gone $(recorded_pids)
 }
 
+test_bar_draws_on_a_terminal() {
+	command -v script >/dev/null || return 0   # util-linux, for a pty
+	script -qec "$EG --bar sh -c 'echo {}' ::: a b" /dev/null >"$D/out" 2>"$D/err"
+	rc=$?
+	expect_rc 0
+	grep -q '2/2 done, 0 failed, 0 running' "$D/out" || fail "no final progress line"
+	# Cleared before the jobs' output: no line starts with the bar then text.
+	sed 's/\x1b\[K//g' "$D/out" | tr '\r' '\n' | grep -q '^a$' || fail "output mixed with the bar"
+}
+
 test_bar_is_silent_off_a_terminal() {
 	eg --bar echo ::: a
 	expect_rc 0
