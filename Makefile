@@ -46,10 +46,13 @@ all: $(STATIC) $(SHARED) $(EXAMPLES) $(B)/errgroup
 deps:
 	$(Q)tools/deps.sh $(DEPS)
 
+# -fno-plt: a child's first call to a libc function the parent never made
+# would otherwise go through the lazy binder and write the GOT (a page
+# fault and a symbol lookup per child, ~20 µs: docs/benchmarks.md).
 $(B)/pic/%.o: supervisor/%.c supervisor/internal.h include/errgroup.h
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(CFLAGS_AUTO) -fPIC -fvisibility=hidden $(CFLAGS) -c -o $@ $<
+	$(Q)$(CC) $(CFLAGS_AUTO) -fPIC -fno-plt -fvisibility=hidden $(CFLAGS) -c -o $@ $<
 
 $(STATIC): $(LIB_OBJS)
 	@$(if $(Q),echo "  AR      $@")
