@@ -399,6 +399,20 @@ static void test_ten_thousand_tasks_from_eight_threads_keep_exact_accounting(voi
 #define FORK_STRESS_TASKS_PER_SUBMITTER 2500
 #define MMAP_THRESHOLD (128 * 1024)
 
+/*
+ * Under ASan, malloc is ASan's, not glibc's, and GCC 12's is not made safe
+ * across fork: a child spins forever on the lock of its large block
+ * allocator when a churning thread held it at the fork (about one child
+ * in ten here).  The promise tested is glibc's.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define MALLOC_IS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MALLOC_IS_ASAN 1
+#endif
+#endif
+
 static atomic_bool churn_stop;
 
 /* Allocation sizes: mostly small, one in eight above the mmap threshold,
@@ -595,6 +609,9 @@ static void test_children_of_a_threaded_host_never_hang_at_fork(void **state)
 	pid_t pid;
 
 	(void)state;
+#ifdef MALLOC_IS_ASAN
+	skip();
+#endif
 	n = readlink("/proc/self/exe", exe, sizeof exe - 1);
 	assert_true(n > 0);
 	exe[n] = '\0';
