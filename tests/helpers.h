@@ -185,4 +185,23 @@ static inline bool under_valgrind(void)
 #endif
 }
 
+/* Built with ASan or TSan: their malloc replaces glibc's, and their
+ * forks are slow. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TESTS_UNDER_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define TESTS_UNDER_SANITIZER 1
+#endif
+#endif
+
+static inline bool under_sanitizer(void)
+{
+#ifdef TESTS_UNDER_SANITIZER
+	return true;
+#else
+	return false;
+#endif
+}
+
 #endif
