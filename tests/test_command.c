@@ -225,7 +225,9 @@ static void test_stdio_may_swap_the_callers_fds(void **state)
 
 static void test_program_leads_its_own_process_group(void **state)
 {
-	const char *const argv[] = { "sh", "-c", "echo $$ $(ps -o pgid= -p $$)", NULL };
+	/* Field 5 of /proc/PID/stat is the process group (procps, for ps, is
+	 * not on every Debian system). */
+	const char *const argv[] = { "sh", "-c", "echo $$ $(cut -d' ' -f5 /proc/$$/stat)", NULL };
 	const struct errgroup_error *e;
 	int pid = 0, pgid = -1;
 
