@@ -215,11 +215,8 @@ int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block)
 
 	t = task_new();
 	r = t ? spawn(g, what, t) : -ENOMEM;
-	if (r < 0 && t) {
-		free(t->message);
-		free(t->end);
-		free(t);
-	}
+	if (r < 0 && t)
+		task_free(t);
 
 	pthread_mutex_lock(&g->lock);
 	g->starting--;
