@@ -38,8 +38,10 @@ void timer_start(errgroup *g, struct task *t)
 	if (g->timeout_ms == 0)
 		return;
 	timer_set(g, t, now_ns() + (uint64_t)g->timeout_ms * 1000000u);
-	/* The poller may be asleep until a later time. */
-	if (g->polling)
+	/* The poller sleeps until the soonest timer; only a new soonest one
+	 * needs it up earlier.  With one timeout for all tasks that is the
+	 * first task started while no other timer runs, not every task. */
+	if (g->polling && RB_MIN(timer_tree, &g->timers) == t)
 		wake_poller(g);
 }
 
