@@ -141,8 +141,9 @@ int errgroup_set_timeout_ms(errgroup *g, unsigned ms);
  * CLOCK_MONOTONIC time: at the deadline every running child is stopped as
  * by a timeout (cause ERRGROUP_TIMEOUT), and from then on errgroup_go
  * returns -ETIMEDOUT, also after wait: an expired deadline is final.  NULL
- * removes a deadline that has not expired yet.  Returns 0, or -EINVAL for a
- * tv_nsec out of range.
+ * removes a deadline that has not expired yet.  Returns 0; -EINVAL for a
+ * negative tv_sec or a tv_nsec out of range; -EAGAIN when children already
+ * run and the supervisor thread cannot be started; -ECHILD.
  */
 struct timespec;
 int errgroup_set_deadline(errgroup *g, const struct timespec *abs_monotonic);
@@ -236,7 +237,8 @@ struct errgroup_exit {
  * or not, and it reaps its children in a supervisor thread, so that they
  * are noticed while the caller waits in its own loop.  The fd belongs to
  * the group (never close it) and stays the same until errgroup_free.
- * Returns the fd, or -ENOMEM, -EAGAIN (no thread), -ECHILD.
+ * Returns the fd, or -EMFILE, -ENFILE, -ENOMEM (no fd), -EAGAIN (no
+ * thread), -ECHILD.
  */
 int errgroup_fd(errgroup *g);
 
