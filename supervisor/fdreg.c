@@ -195,11 +195,32 @@ static void unmark(int fd)
 	}
 }
 
+/*
+ * Moves a new fd out of 0-2, or closes it and returns -1 with errno set.
+ * A host that closed its stdin, stdout or stderr makes the kernel hand
+ * those numbers to the library; a function task, which inherits the kept
+ * channel and lifeline ends, would then printf into the channel, and a
+ * host that later opens something "as stdout" would find it taken.
+ */
+static int above_stdio(int fd)
+{
+	int moved, saved;
+
+	if (fd < 0 || fd > STDERR_FILENO)
+		return fd;
+	moved = fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return moved;
+}
+
 /* Registers fd (or closes it and returns the error); lock held. */
 static int adopt(int fd)
 {
 	int r;
 
+	fd = above_stdio(fd);
 	if (fd < 0)
 		return -errno;
 	r = mark(fd);
@@ -222,6 +243,18 @@ static int adopt_pair(int r, int sv[2], int ret[2])
 {
 	if (r < 0)
 		return -errno;
+	sv[0] = above_stdio(sv[0]);
+	if (sv[0] < 0) {
+		r = -errno;
+		close(sv[1]);
+		return r;
+	}
+	sv[1] = above_stdio(sv[1]);
+	if (sv[1] < 0) {
+		r = -errno;
+		close(sv[0]);
+		return r;
+	}
 	r = mark(sv[0]);
 	if (r == 0)
 		r = mark(sv[1]);
