@@ -113,6 +113,7 @@ struct errgroup {
 	bool canceled;
 	bool expired;               /* the deadline passed */
 	uint64_t kill_at_ns;        /* when stopped tasks get SIGKILL; 0: not pending */
+	uint64_t swept_ns;          /* without pidfds: the last waitid sweep (poll.c) */
 
 	struct task_end **errors;   /* each allocated alone: pointers stay
 	                               valid; capacity covers every running
