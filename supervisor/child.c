@@ -16,8 +16,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -35,47 +37,31 @@ static int send_all(int fd, const void *buf, size_t len)
 	return n < 0 ? -errno : 0;
 }
 
-/* Dispositions the host set (ignored SIGTERM, a SIGINT handler...) would
- * make cancellation fail or run host code in the task; 1..31 covers the
- * classic signals, and glibc keeps 32 and 33 for itself. */
-static void reset_signal_dispositions(void)
-{
-	struct sigaction dfl;
-
-	memset(&dfl, 0, sizeof dfl);
-	dfl.sa_handler = SIG_DFL;
-	for (int sig = 1; sig < 32; sig++) {
-		if (sig == SIGKILL || sig == SIGSTOP)
-			continue;
-		sigaction(sig, &dfl, NULL);
-	}
-}
-
-_Noreturn void child_run(int channel, int lifeline, errgroup_task *fn, void *arg)
+/*
+ * System calls go through syscall(), not libc's wrappers, for the reason
+ * cleanstart.c gives: each wrapper is a page of libc's text that the child
+ * has not mapped yet.  The gate signal's mask is computed by the parent,
+ * since SIGRTMIN is a libc call too.
+ */
+_Noreturn void child_run(int channel, int lifeline, int gate_signal,
+			 errgroup_task *fn, void *arg)
 {
 	unsigned char frame[FRAME_HEADER_SIZE];
-	sigset_t none, gate;
-	int r, n;
+	uint64_t gate = UINT64_C(1) << (gate_signal - 1), none = 0;
+	long n;
+	int r;
 
-	/* The group signals the task's process group; until this call it
-	 * signals the child alone, which has no descendants yet. */
-	setpgid(0, 0);
-	reset_signal_dispositions();
-
+	clean_start(31);
 	if (!lifeline_arm(lifeline))
 		_exit(127);
-	/* The start gate: the parent sends SIGNAL_GATE once it holds our
+	/* The start gate: the parent sends the gate signal once it holds our
 	 * pidfd, so that even a task that ends at once cannot be reaped by
 	 * someone else first.  Every signal is still blocked; should the
 	 * parent die meanwhile, the lifeline ends the wait. */
-	sigemptyset(&gate);
-	sigaddset(&gate, SIGNAL_GATE);
 	do
-		n = sigwaitinfo(&gate, NULL);
+		n = syscall(SYS_rt_sigtimedwait, &gate, NULL, NULL, sizeof gate);
 	while (n < 0 && errno == EINTR);
-
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
 	task_channel = channel;
 
 	r = fn(arg);

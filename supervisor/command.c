@@ -72,14 +72,6 @@ struct launch {
 	int report;                 /* the failure pipe's write end */
 };
 
-/* The kernel's struct sigaction.  Only an all-zero one is passed (SIG_DFL,
- * no flags, an empty mask), which means the same whatever the order of the
- * fields on the architecture. */
-struct kernel_sigaction {
-	unsigned long handler, flags, restorer;
-	uint64_t mask;
-};
-
 CHILD_SHARING_MEMORY
 static _Noreturn void child_fail(const struct launch *l, enum stage stage, int error)
 {
@@ -158,18 +150,12 @@ static int exec_program(const struct launch *l)
 CHILD_SHARING_MEMORY
 static int launch_child(void *arg)
 {
-	struct kernel_sigaction dfl = { 0 };
 	struct launch *l = arg;
 	uint64_t none = 0;
 
-	/* The group signals the task's process group. */
-	syscall(SYS_setpgid, 0, 0);
 	/* Exec would reset the caught signals, but a signal taken before it
-	 * would run a host handler in the parent's memory; and ignored ones
-	 * (a host that ignores SIGTERM) would survive it. */
-	for (int sig = 1; sig < _NSIG; sig++)
-		if (sig != SIGKILL && sig != SIGSTOP)
-			syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof none);
+	 * would run a host handler in the parent's memory. */
+	clean_start(_NSIG - 1);
 	l->report = move_up(l->report, true);
 	l->lifeline = move_up(l->lifeline, false);
 	if (l->report < 0 || l->lifeline < 0)

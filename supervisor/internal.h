@@ -143,7 +143,11 @@ struct task *task_find_pid(errgroup *g, pid_t pid);
 #define SIGNAL_GATE SIGRTMIN
 
 /* child.c: runs in the child after fork; never returns. */
-_Noreturn void child_run(int channel, int lifeline, errgroup_task *fn, void *arg);
+_Noreturn void child_run(int channel, int lifeline, int gate_signal,
+			 errgroup_task *fn, void *arg);
+
+/* cleanstart.c */
+void clean_start(int last_signal);
 
 /* lifeline.c: in a new child, before the task runs; false if the parent
  * process is already gone. */
@@ -219,7 +223,8 @@ int fdreg_epoll_create(void);
 int fdreg_eventfd(void);
 int fdreg_pidfd_open(pid_t pid);
 void fdreg_close(int fd);
-void fdreg_set_fork_keep(int a, int b);
+void fdreg_fork_begin(int a, int b);
+void fdreg_fork_end(void);
 void fdreg_lock(void);
 void fdreg_unlock(void);
 int fdreg_adopt_locked(int fd);

@@ -72,8 +72,8 @@ static int reserve_errors(errgroup *g)
 static int spawn_call(errgroup *g, const void *what, struct task *t)
 {
 	const struct call *c = what;
+	int lifeline[2], r, gate_signal = SIGNAL_GATE;
 	sigset_t all, saved;
-	int lifeline[2], r;
 	pid_t pid;
 
 	r = fdreg_pipe(lifeline);
@@ -86,12 +86,12 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 	 * the dispositions; the child unblocks once it has. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &saved);
-	fdreg_set_fork_keep(g->channel_tx, lifeline[0]);
+	fdreg_fork_begin(g->channel_tx, lifeline[0]);
 	pid = fork();
 	if (pid == 0)
-		child_run(g->channel_tx, lifeline[0], c->fn, c->arg);
+		child_run(g->channel_tx, lifeline[0], gate_signal, c->fn, c->arg);
 	r = -errno;
-	fdreg_set_fork_keep(-1, -1);
+	fdreg_fork_end();
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
 	fdreg_close(lifeline[0]);
 	if (pid < 0) {
