@@ -141,7 +141,7 @@ BENCH_B = $(B)/bench-O2
 BENCH_LDFLAGS = -Wl,-z,now
 .PHONY: bench bench-syscalls bench-build
 
-bench-build: $(STATIC) $(B)/bench/bench $(B)/bench/children
+bench-build: $(STATIC) $(B)/bench/bench $(B)/bench/children $(B)/bench/orphans
 
 $(B)/bench/%: bench/%.c $(STATIC) include/errgroup.h
 	@mkdir -p $(@D)
@@ -149,11 +149,15 @@ $(B)/bench/%: bench/%.c $(STATIC) include/errgroup.h
 	$(Q)$(CC) $(CFLAGS_AUTO) $(CFLAGS) $(LDFLAGS) $(BENCH_LDFLAGS) -o $@ $< $(STATIC) $(LDLIBS_AUTO)
 
 # The second children run is meant to fail (the fds run out): it shows how.
+# The orphans runs time the orphan kill in a small host, then in big ones.
 bench:
 	$(Q)$(MAKE) --no-print-directory B=$(BENCH_B) CFLAGS='-O2 -g' bench-build
 	$(BENCH_B)/bench/bench
 	$(BENCH_B)/bench/children 5000
 	$(BENCH_B)/bench/children --fd-limit 1024 1000 || true
+	$(BENCH_B)/bench/orphans
+	$(BENCH_B)/bench/orphans --host-mib 256 --rounds 10 1 100
+	$(BENCH_B)/bench/orphans --host-mib 1024 --rounds 10 --kinds cmd 1
 
 bench-syscalls:
 	$(Q)$(MAKE) --no-print-directory B=$(BENCH_B) CFLAGS='-O2 -g' bench-build
