@@ -195,6 +195,33 @@ static int fork_grandchild_and_block(void *arg)
 	return 0;   /* not reached */
 }
 
+/* Forks a grandchild that stays in the task's process group and outlives
+ * the group's SIGTERM; the task itself keeps SIGTERM's default action.
+ * The grandchild closes its inherited fds, as a daemon would: holding the
+ * lifeline's read end, it would also die when the group closes the write
+ * end at the reap. */
+static int fork_sigterm_ignoring_grandchild_and_block(void *arg)
+{
+	pid_t pid;
+
+	(void)arg;
+	pid = fork();
+	if (pid == 0) {
+		signal(SIGTERM, SIG_IGN);
+		if (ready_pipe[1] > 3)
+			close_range(3, (unsigned)ready_pipe[1] - 1, 0);
+		close_range((unsigned)ready_pipe[1] + 1, ~0u, 0);
+		tell_word(getpid());
+		for (;;)
+			pause();
+	}
+	if (pid < 0)
+		return 99;
+	for (;;)
+		pause();
+	return 0;   /* not reached */
+}
+
 static volatile sig_atomic_t got_sigterm;
 
 static void note_sigterm(int sig)
@@ -552,6 +579,56 @@ static void test_canceled_task_grandchild_dies_too(void **state)
 	ready_pipe_close();
 }
 
+/*
+ * P2-C: the leader dies of the cancel's SIGTERM, its grandchild shrugs it
+ * off.  The grace's SIGKILL is an hour away, so only the SIGKILL that
+ * reaping a canceled leader sends to what is left of its process group
+ * can end the grandchild.  The test is the grandchild's subreaper, to read
+ * how it died.
+ */
+static void test_canceled_task_leftovers_die_of_sigkill_once_the_leader_is_reaped(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+	siginfo_t si;
+	pid_t grandchild;
+	bool died;
+	int pidfd, r;
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	assert_int_equal(errgroup_set_grace_ms(g, 3600000), 0);
+	assert_int_equal(errgroup_go(g, fork_sigterm_ignoring_grandchild_and_block, NULL), 0);
+	grandchild = await_word();
+	pidfd = pidfd_open_if_any(grandchild);
+
+	errgroup_cancel(g);
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_CANCELED);
+	assert_int_equal(e->code, SIGTERM);   /* the leader: not the grace's SIGKILL */
+	died = await_exit(grandchild, pidfd);
+	if (!died)
+		kill(grandchild, SIGKILL);   /* so that a failure leaves nothing behind */
+	do {
+		memset(&si, 0, sizeof si);
+		r = waitid(P_PID, (id_t)grandchild, &si, WEXITED);
+	} while (r < 0 && errno == EINTR);
+	assert_true(died);
+	assert_int_equal(r, 0);
+	assert_int_equal(si.si_code, CLD_KILLED);
+	assert_int_equal(si.si_status, SIGKILL);
+
+	if (pidfd >= 0)
+		close(pidfd);
+	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
+	errgroup_free(g);
+	assert_true(no_children_left());
+	ready_pipe_close();
+}
+
 static void test_child_failing_on_its_own_after_the_signal_is_canceled_with_its_code(void **state)
 {
 	const struct errgroup_error *e;
@@ -587,6 +664,7 @@ int main(void)
 		cmocka_unit_test(test_cancel_on_error_is_final_after_wait),
 		cmocka_unit_test(test_uncanceled_group_is_reusable_and_its_first_error_sticky),
 		cmocka_unit_test(test_canceled_task_grandchild_dies_too),
+		cmocka_unit_test(test_canceled_task_leftovers_die_of_sigkill_once_the_leader_is_reaped),
 		cmocka_unit_test(test_child_failing_on_its_own_after_the_signal_is_canceled_with_its_code),
 	};
 
