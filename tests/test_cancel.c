@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <time.h>
 
@@ -157,6 +158,54 @@ static int stop_with_sigterm_handler(void *arg)
 	for (;;)
 		pause();
 	return 0;   /* not reached */
+}
+
+/* As block_forever, and lets any process of ours trace it: under Yama's
+ * ptrace_scope 1 only an ancestor may, and the tracer is a sibling. */
+static int block_forever_traceable(void *arg)
+{
+	(void)arg;
+	prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY);   /* EINVAL without Yama */
+	tell_word(getpid());
+	for (;;)
+		pause();
+	return 0;   /* not reached */
+}
+
+/*
+ * In a forked tracer that is not the task's parent, as `strace -p` or
+ * `gdb -p` would be: puts the task in a ptrace stop and never resumes it.
+ * Writes 0 on report once the task is stopped, or the errno ptrace gave.
+ * Then waits for the task's end, as a tracer must (the parent can reap a
+ * traced child only once its tracer has seen it die), and exits 0 if it
+ * died of SIGKILL, 1 if it ended otherwise, 2 if waiting failed.
+ */
+static _Noreturn void trace_and_hold(pid_t task, int report)
+{
+	int error = 0, status;
+	pid_t r;
+
+	if (ptrace(PTRACE_SEIZE, task, NULL, NULL) < 0 ||
+	    ptrace(PTRACE_INTERRUPT, task, NULL, NULL) < 0) {
+		error = errno;
+	} else {
+		do
+			r = waitpid(task, &status, __WALL);
+		while (r < 0 && errno == EINTR);
+		if (r < 0)
+			error = errno;
+		else if (!WIFSTOPPED(status))
+			error = ECHILD;
+	}
+	if (write(report, &error, sizeof error) != sizeof error || error)
+		_exit(2);
+	/* Any further stop is left alone too: the task stays stopped. */
+	do {
+		r = waitpid(task, &status, __WALL);
+	} while ((r < 0 && errno == EINTR) || (r == task && WIFSTOPPED(status)));
+	if (r != task)
+		_exit(2);
+	_exit(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL ? 0 : 1);
 }
 
 static int *shared_counter;
@@ -394,6 +443,58 @@ static void test_stopped_child_is_canceled_within_the_grace(void **state)
 	assert_int_equal(e->cause, ERRGROUP_CANCELED);
 	assert_int_equal(e->code, 4);   /* its SIGTERM handler ran: not SIGKILL */
 	errgroup_free(g);
+	ready_pipe_close();
+}
+
+/*
+ * Scenario 9: a task held in a ptrace stop by another process cannot act
+ * on SIGTERM, nor be woken by SIGCONT, until its tracer resumes it.  The
+ * group must neither take the stop for the task's end nor wait for the
+ * tracer: the SIGKILL at the end of the grace ends it.
+ */
+static void test_ptrace_stopped_task_is_still_canceled_within_the_grace(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+	int report[2], error = -1, status;
+	pid_t pid, tracer;
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(pipe2(report, O_CLOEXEC), 0);
+	assert_int_equal(errgroup_set_grace_ms(g, 100), 0);
+	assert_int_equal(errgroup_go(g, block_forever_traceable, NULL), 0);
+	pid = await_word();
+	tracer = fork();
+	assert_true(tracer >= 0);
+	if (tracer == 0)
+		trace_and_hold(pid, report[1]);
+	close(report[1]);
+	/* A tracer that hangs is the runner's timeout. */
+	if (read(report[0], &error, sizeof error) != sizeof error)
+		error = -1;
+	close(report[0]);
+	if (error != 0) {
+		/* Ptrace refused (seccomp, Yama 3, no CAP_SYS_PTRACE in a
+		 * user namespace): nothing to test. */
+		errgroup_free(g);
+		assert_int_equal(waitpid(tracer, &status, 0), tracer);
+		ready_pipe_close();
+		print_message("ptrace refused: %s\n", error > 0 ? strerror(error) : "?");
+		skip();
+	}
+
+	errgroup_cancel(g);
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_CANCELED);
+	assert_int_equal(e->code, SIGKILL);
+	assert_int_equal(waitpid(tracer, &status, 0), tracer);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	errgroup_free(g);
+	assert_true(no_children_left());
 	ready_pipe_close();
 }
 
@@ -658,6 +759,7 @@ int main(void)
 		cmocka_unit_test(test_sigterm_ignored_gets_sigkill_after_grace),
 		cmocka_unit_test(test_zero_grace_sends_sigkill_at_once),
 		cmocka_unit_test(test_stopped_child_is_canceled_within_the_grace),
+		cmocka_unit_test(test_ptrace_stopped_task_is_still_canceled_within_the_grace),
 		cmocka_unit_test(test_go_blocked_at_the_limit_returns_ecanceled_without_forking),
 		cmocka_unit_test(test_cancel_from_another_thread_ends_wait),
 		cmocka_unit_test(test_go_after_cancel_returns_ecanceled_also_after_wait),
