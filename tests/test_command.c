@@ -146,6 +146,56 @@ static void test_program_not_executable_fails_with_126(void **state)
 	rmdir(dir);
 }
 
+/*
+ * Scenario 1: a program that cannot be started is a task like any other
+ * once its child has reported why: reaped by wait (no zombie, even before
+ * free), and neither its failure pipe nor its lifeline outlives it.  The
+ * fds are counted between waits, while the group still lives, since free
+ * would hide a leak of an fd the group keeps track of.
+ */
+static void test_failed_exec_leaves_no_zombie_and_no_fd(void **state)
+{
+	char dir[] = "/tmp/errgroup-test-XXXXXX", file[PATH_MAX];
+	const char *const missing[] = { "/nonexistent/errgroup-test", NULL };
+	const char *const not_executable[] = { file, NULL };
+	const char *const *programs[] = { missing, not_executable };
+	int fds_before = open_fd_count(), fds_in_group = -1, fd;
+	errgroup *g;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(file, sizeof file, "%s/plain", dir);
+	fd = open(file, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+
+	g = errgroup_new();
+	assert_non_null(g);
+	for (int round = 0; round < 10; round++) {
+		for (size_t i = 0; i < 2; i++) {
+			struct errgroup_cmd cmd = { .argv = programs[i] };
+
+			assert_true(errgroup_go_cmd(g, &cmd) >= 0);
+		}
+		assert_non_null(errgroup_wait(g));
+		assert_true(no_children_left());
+		if (fds_in_group < 0)
+			fds_in_group = open_fd_count();
+		assert_int_equal(open_fd_count(), fds_in_group);
+	}
+	assert_int_equal(errgroup_error_count(g), 20);
+	for (size_t i = 0; i < 20; i++) {
+		const struct errgroup_error *e = errgroup_error_at(g, i);
+
+		assert_int_equal(e->code, e->task % 2 ? 126 : 127);
+	}
+	errgroup_free(g);
+	assert_true(no_children_left());
+	assert_int_equal(open_fd_count(), fds_before);
+	unlink(file);
+	rmdir(dir);
+}
+
 static void test_missing_directory_fails_with_127_and_names_it(void **state)
 {
 	const char *const argv[] = { "true", NULL };
@@ -412,6 +462,7 @@ int main(void)
 		cmocka_unit_test(test_exit_status_is_the_result),
 		cmocka_unit_test(test_program_not_found_fails_with_127_and_names_it),
 		cmocka_unit_test(test_program_not_executable_fails_with_126),
+		cmocka_unit_test(test_failed_exec_leaves_no_zombie_and_no_fd),
 		cmocka_unit_test(test_missing_directory_fails_with_127_and_names_it),
 		cmocka_unit_test(test_argv_reaches_the_program_unsplit),
 		cmocka_unit_test(test_environment_and_directory_are_the_given_ones),
