@@ -5,8 +5,11 @@
  */
 #include "helpers.h"
 
+#include <limits.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 
 static int succeed(void *arg)
@@ -309,6 +312,110 @@ static void test_crash_is_isolated_and_signaled(void **state)
 	assert_non_null(strstr(msg, "SIGABRT"));
 }
 
+/* Why this system would not leave a core file in the task's directory,
+ * or NULL if it would.  The pattern is read once: a dump piped to a
+ * program (systemd-coredump, apport) or written elsewhere is not ours to
+ * wait for or clean up. */
+static const char *why_no_core_here(void)
+{
+	char pattern[256] = "";
+	struct rlimit limit;
+	FILE *f;
+
+	if (under_valgrind())
+		return "valgrind writes its own vgcore and ends the task without a kernel dump";
+	f = fopen("/proc/sys/kernel/core_pattern", "re");
+	if (!f)
+		return "/proc/sys/kernel/core_pattern cannot be read";
+	if (!fgets(pattern, sizeof pattern, f))
+		pattern[0] = '\0';
+	fclose(f);
+	pattern[strcspn(pattern, "\n")] = '\0';
+	if (pattern[0] == '|')
+		return "core_pattern pipes dumps to a program";
+	if (pattern[0] == '\0' || strchr(pattern, '/'))
+		return "core_pattern does not write the dump in the task's directory";
+	if (getrlimit(RLIMIT_CORE, &limit) < 0 ||
+	    (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < 256u << 20))
+		return "the hard RLIMIT_CORE is too low for a whole dump";
+	if (prctl(PR_GET_DUMPABLE) != 1)
+		return "this process is not dumpable";
+	return NULL;
+}
+
+/* In a forked host, in dir with core dumps on: runs call_abort as a task
+ * and exits 0 if its end says "core dumped" in the message and in the
+ * status errgroup_reap gives, else the number of the first check that
+ * failed. */
+static _Noreturn void host_of_a_dumping_task(const char *dir)
+{
+	struct errgroup_exit end;
+	const struct errgroup_error *e;
+	struct rlimit limit;
+	errgroup *g;
+
+	if (getrlimit(RLIMIT_CORE, &limit) < 0)
+		_exit(1);
+	limit.rlim_cur = limit.rlim_max;
+	if (setrlimit(RLIMIT_CORE, &limit) < 0 || chdir(dir) < 0)
+		_exit(1);
+	g = errgroup_new();
+	if (!g || errgroup_fd(g) < 0 || errgroup_go(g, call_abort, NULL) != 0)
+		_exit(2);
+	e = errgroup_wait(g);
+	if (!e || e->cause != ERRGROUP_SIGNALED || e->code != SIGABRT)
+		_exit(3);
+	if (!strstr(e->message, "killed by signal 6 (SIGABRT), core dumped"))
+		_exit(4);
+	if (errgroup_reap(g, &end) != 1 || end.error != e)
+		_exit(5);
+	if (!WIFSIGNALED(end.status) || WTERMSIG(end.status) != SIGABRT ||
+	    !WCOREDUMP(end.status))
+		_exit(6);
+	errgroup_free(g);
+	_exit(0);
+}
+
+/* X4: where the system dumps cores, a task's dump is reported as such.
+ * The host raises its own limit in a child of the test, and the dump
+ * lands in a directory of its own, never in the tree. */
+static void test_core_dump_is_reported_in_the_message_and_the_status(void **state)
+{
+	char dir[] = "/tmp/errgroup-test-core-XXXXXX", path[PATH_MAX];
+	const char *why = why_no_core_here();
+	struct dirent *entry;
+	int status, dumps = 0;
+	pid_t host;
+	DIR *d;
+
+	(void)state;
+	if (why) {
+		print_message("no core dump here: %s\n", why);
+		skip();
+	}
+	assert_non_null(mkdtemp(dir));
+	host = fork();
+	assert_true(host >= 0);
+	if (host == 0)
+		host_of_a_dumping_task(dir);
+	assert_int_equal(waitpid(host, &status, 0), host);
+
+	d = opendir(dir);
+	assert_non_null(d);
+	while ((entry = readdir(d))) {
+		if (entry->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof path, "%s/%s", dir, entry->d_name);
+		assert_int_equal(unlink(path), 0);
+		dumps++;
+	}
+	closedir(d);
+	assert_int_equal(rmdir(dir), 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(dumps, 1);
+}
+
 static int message_then_success(void *arg)
 {
 	(void)arg;
@@ -514,6 +621,7 @@ int main(void)
 		cmocka_unit_test(test_exit_is_exited_with_its_status),
 		cmocka_unit_test(test_exec_program_status_is_exited),
 		cmocka_unit_test(test_crash_is_isolated_and_signaled),
+		cmocka_unit_test(test_core_dump_is_reported_in_the_message_and_the_status),
 		cmocka_unit_test(test_exit_zero_is_success_whatever_it_sent),
 		cmocka_unit_test(test_message_survives_a_crash),
 		cmocka_unit_test(test_last_message_wins),
