@@ -419,6 +419,12 @@ static int setup(struct run *r)
 	size_t count = r->list->count;
 	int res;
 
+	/* A service manager that takes notifications from any process of the
+	 * service (systemd's NotifyAccess=all) would take a job's READY=1 or
+	 * STOPPING=1 for errgroup's own, and errgroup notifies nothing itself.
+	 * (LISTEN_PID and WATCHDOG_PID name errgroup, so jobs ignore those.)
+	 * Unset while errgroup is still one thread: the jobs get environ. */
+	unsetenv("NOTIFY_SOCKET");
 	res = r->signal_fd = open_signal_fd();
 	if (res < 0) {
 		warn("cannot catch signals: %s", strerror(-res));

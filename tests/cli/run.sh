@@ -356,6 +356,14 @@ test_jobs_read_dev_null_unless_asked() {
 	expect_out secret
 }
 
+# Under systemd's NotifyAccess=all a job's READY=1 would be errgroup's.
+test_jobs_do_not_inherit_notify_socket() {
+	export NOTIFY_SOCKET=/run/errgroup-test/notify OTHER_VARIABLE=kept
+	eg sh -c 'echo "${NOTIFY_SOCKET-unset} $OTHER_VARIABLE"' ::: x
+	expect_rc 0
+	expect_out 'unset kept'
+}
+
 test_limit_is_never_exceeded() {
 	eg -j2 sh -c "echo + >> $D/log; $AWAIT $D/log; echo - >> $D/log" ::: 1 2 3 4 5 6
 	expect_rc 0
