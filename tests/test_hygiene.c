@@ -696,6 +696,158 @@ static void test_host_atexit_handler_does_not_run_in_a_task(void **state)
 	errgroup_free(g);
 }
 
+/* ---- a host that closed stdin, stdout and stderr ---- */
+
+/*
+ * A host that closed 0-2 (a daemon, say) leaves those numbers to whoever
+ * opens next.  If the library took them, a function task, which keeps its
+ * lifeline and the channel, would find one as its stdin or stdout, and the
+ * host's own printf would write into a library fd (into a lifeline, it
+ * kills the task).  The host and the task each report what is open on 0-2:
+ * nothing, since the host opened nothing there itself.
+ */
+
+#define STDIO_RESULT 0x100   /* above 255: only the channel carries it */
+
+/* The bits of what 0-2 hold, and their names after text. */
+static int open_stdio(char *text, size_t size)
+{
+	char path[32], target[128];
+	int open_bits = 0;
+
+	for (int fd = 0; fd <= 2; fd++) {
+		ssize_t n;
+
+		if (fcntl(fd, F_GETFD) < 0)
+			continue;
+		open_bits |= 1 << fd;
+		snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+		n = readlink(path, target, sizeof target - 1);
+		target[n > 0 ? n : 0] = '\0';
+		snprintf(text + strlen(text), size - strlen(text), " %d=%s", fd, target);
+	}
+	return open_bits;
+}
+
+/* Runs once the host has printed.  STDIO_RESULT, plus a bit for each of
+ * 0-2 open, for a printf that went somewhere, for a read of stdin that
+ * did not fail as a closed fd does. */
+static int print_and_read_closed_stdio(void *arg)
+{
+	struct pollfd p = { .fd = STDIN_FILENO, .events = POLLIN };
+	char names[512] = "", c;
+	int result = STDIO_RESULT;
+
+	(void)arg;
+	if (read_byte(gate[0]) < 0)
+		return 99;
+	result |= open_stdio(names, sizeof names);
+	printf("task output with nowhere to go\n");
+	if (fflush(stdout) == 0)
+		result |= 1 << 3;
+	/* A library pipe as stdin would block the read: poll first.  A
+	 * closed fd polls as POLLNVAL. */
+	if (poll(&p, 1, 0) != 1 || read(STDIN_FILENO, &c, 1) >= 0 || errno != EBADF)
+		result |= 1 << 4;
+	return errgroup_errorf(result, "the task's stdio:%s", names);
+}
+
+struct stdio_report {
+	int host_open_bits;         /* 0-2 open in the host after go() */
+	char host_names[256];
+	int cause, code;
+	size_t errors;
+	char message[512];
+};
+
+/* The forked host: closes 0-2 before or after making its group, runs the
+ * task, prints as a careless daemon would, and reports. */
+static _Noreturn void closed_stdio_host(int report_fd, bool group_first)
+{
+	struct stdio_report report;
+	const struct errgroup_error *e;
+	errgroup *g = NULL;
+
+	memset(&report, 0, sizeof report);
+	if (group_first)
+		g = errgroup_new();
+	for (int fd = 0; fd <= 2; fd++)
+		close(fd);
+	if (!group_first)
+		g = errgroup_new();
+	if (!g || errgroup_go(g, print_and_read_closed_stdio, NULL) != 0)
+		_exit(2);
+	report.host_open_bits = open_stdio(report.host_names, sizeof report.host_names);
+	printf("host output after its stdio was closed\n");
+	fflush(stdout);
+	gate_open_n(gate[1], 1);
+	e = errgroup_wait(g);
+	report.errors = errgroup_error_count(g);
+	if (e) {
+		report.cause = e->cause;
+		report.code = e->code;
+		snprintf(report.message, sizeof report.message, "%s", e->message);
+	}
+	errgroup_free(g);
+	_exit(write(report_fd, &report, sizeof report) == sizeof report ? 0 : 3);
+}
+
+static void run_closed_stdio_host(bool group_first, struct stdio_report *report)
+{
+	struct pollfd p = { .events = POLLIN };
+	int fds[2], r, status;
+	pid_t host;
+
+	assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+	fflush(NULL);   /* the host must not write the test's buffered output */
+	host = fork();
+	assert_true(host >= 0);
+	if (host == 0)
+		closed_stdio_host(fds[1], group_first);
+	close(fds[1]);
+	p.fd = fds[0];
+	do
+		r = poll(&p, 1, WAIT_LIMIT_MS);
+	while (r < 0 && errno == EINTR);
+	if (r != 1)
+		kill(host, SIGKILL);
+	assert_int_equal(waitpid(host, &status, 0), host);
+	assert_int_equal(r, 1);
+	assert_int_equal(read(fds[0], report, sizeof *report), sizeof *report);
+	close(fds[0]);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void test_library_fds_stay_off_0_to_2_when_the_host_closed_them(void **state)
+{
+	struct stdio_report reports[2];
+
+	(void)state;
+	pipes_open();
+	/* Closed before the group is made, and after: a daemon that
+	 * detaches from its terminal once it has set up. */
+	for (int group_first = 0; group_first <= 1; group_first++) {
+		struct stdio_report *r = &reports[group_first];
+
+		run_closed_stdio_host(group_first, r);
+		if (r->host_open_bits || r->errors != 1 || r->cause != ERRGROUP_RETURNED ||
+		    r->code != STDIO_RESULT)
+			print_error("group made %s closing: host's 0-2:%s; %zu errors, cause %d, code %#x: %s\n",
+				    group_first ? "before" : "after", r->host_names,
+				    r->errors, r->cause, r->code, r->message);
+	}
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(reports[i].host_open_bits, 0);
+		assert_int_equal(reports[i].errors, 1);
+		assert_int_equal(reports[i].cause, ERRGROUP_RETURNED);
+		assert_int_equal(reports[i].code, STDIO_RESULT);
+		assert_string_equal(reports[i].message, "the task's stdio:");
+	}
+	pipes_close();
+	assert_true(no_children_left());
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -711,6 +863,7 @@ int main(void)
 		cmocka_unit_test(test_host_buffered_output_is_written_once),
 		cmocka_unit_test(test_task_output_is_flushed_when_it_returns),
 		cmocka_unit_test(test_host_atexit_handler_does_not_run_in_a_task),
+		cmocka_unit_test(test_library_fds_stay_off_0_to_2_when_the_host_closed_them),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
