@@ -11,9 +11,11 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <time.h>
 
 #include "internal.h"   /* the group's lock, for the fork-while-locked test */
 
@@ -848,6 +850,132 @@ static void test_library_fds_stay_off_0_to_2_when_the_host_closed_them(void **st
 	assert_true(no_children_left());
 }
 
+/* ---- a host under a storm of signals ---- */
+
+/*
+ * A host whose handler has no SA_RESTART sees EINTR from every blocking
+ * call its thread makes while a signal comes in.  A timer sends the test's
+ * thread SIGUSR1 every STORM_INTERVAL_NS while it waits for one group and
+ * frees another; the wait must still give every task's result, and free
+ * must still reap every task, however often their waits are interrupted.
+ * A timer rather than a sending thread: it fires whichever process holds
+ * the CPUs, such as the tasks that free kills.
+ */
+
+#define STORM_TASKS 12
+#define STORM_INTERVAL_NS 20000
+#define STORM_SIGNALS_IN_WAIT 500
+
+#ifndef sigev_notify_thread_id
+#define sigev_notify_thread_id _sigev_un._tid   /* glibc before 2.37 */
+#endif
+
+static volatile sig_atomic_t storm_handled;
+static volatile sig_atomic_t storm_open_gate_at;   /* 0: not yet */
+
+/* Lets the waited tasks end once the test has been interrupted often
+ * enough, most of it in wait. */
+static void count_storm_signal(int sig)
+{
+	char release[STORM_TASKS];
+	int saved = errno;
+
+	(void)sig;
+	if (++storm_handled == storm_open_gate_at) {
+		memset(release, 'x', sizeof release);
+		if (write(gate[1], release, sizeof release) < 0)
+			storm_open_gate_at = -1;
+	}
+	errno = saved;
+}
+
+/* Task i returns 300 + i for odd i, 0 for even: the codes need the
+ * channel, which the parent drains between interruptions. */
+static int storm_result(int i)
+{
+	return i % 2 ? 300 + i : 0;
+}
+
+static int return_storm_result_at_gate(void *arg)
+{
+	if (read_byte(gate[0]) < 0)
+		return 99;
+	return storm_result((int)(intptr_t)arg);
+}
+
+/* Blocks with memory of its own to unmap: its SIGKILL takes a while to
+ * end it, and free waits meanwhile. */
+static int block_forever_with_memory(void *arg)
+{
+	size_t size = 8 << 20;
+	char *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p != MAP_FAILED)
+		memset(p, 1, size);
+	return block_forever(arg);
+}
+
+static void test_signal_storm_loses_no_result_in_wait_and_no_child_in_free(void **state)
+{
+	struct sigevent sev = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGUSR1 };
+	struct itimerspec every = { .it_interval.tv_nsec = STORM_INTERVAL_NS,
+				    .it_value.tv_nsec = STORM_INTERVAL_NS };
+	int fds_at_start = open_fd_count(), failed = 0, seen[STORM_TASKS] = { 0 };
+	errgroup *waited = errgroup_new(), *freed = errgroup_new();
+	struct sigaction sa, old;
+	timer_t timer;
+	size_t count;
+
+	(void)state;
+	assert_non_null(waited);
+	assert_non_null(freed);
+	pipes_open();
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = count_storm_signal;   /* no SA_RESTART */
+	storm_handled = 0;
+	storm_open_gate_at = 0;
+	assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+	sev.sigev_notify_thread_id = gettid();
+	assert_int_equal(timer_create(CLOCK_MONOTONIC, &sev, &timer), 0);
+	assert_int_equal(timer_settime(timer, 0, &every, NULL), 0);
+
+	for (int i = 0; i < STORM_TASKS; i++) {
+		assert_int_equal(errgroup_go(waited, return_storm_result_at_gate, (void *)(intptr_t)i), i);
+		assert_int_equal(errgroup_go(freed, block_forever_with_memory, NULL), i);
+	}
+	for (int i = 0; i < STORM_TASKS; i++)
+		await_word();
+	storm_open_gate_at = storm_handled + STORM_SIGNALS_IN_WAIT;
+	assert_non_null(errgroup_wait(waited));
+	errgroup_free(freed);
+
+	/* A signal still pending is handled on the way out of this call,
+	 * before the old disposition is back. */
+	assert_int_equal(timer_delete(timer), 0);
+	assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+	assert_true(storm_handled >= STORM_SIGNALS_IN_WAIT);
+
+	count = errgroup_error_count(waited);
+	for (size_t i = 0; i < count; i++) {
+		const struct errgroup_error *e = errgroup_error_at(waited, i);
+
+		assert_true(e->task >= 0 && e->task < STORM_TASKS);
+		if (e->cause != ERRGROUP_RETURNED || e->code != storm_result(e->task))
+			print_error("task %d: cause %d code %d: %s\n", e->task, e->cause, e->code,
+				    e->message);
+		assert_int_equal(e->cause, ERRGROUP_RETURNED);
+		assert_int_equal(e->code, storm_result(e->task));
+		assert_int_equal(seen[e->task]++, 0);
+	}
+	for (int i = 0; i < STORM_TASKS; i++)
+		failed += storm_result(i) != 0;
+	assert_int_equal(count, failed);
+	errgroup_free(waited);
+	pipes_close();
+	assert_true(no_children_left());
+	assert_int_equal(open_fd_count(), fds_at_start);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -864,6 +992,7 @@ int main(void)
 		cmocka_unit_test(test_task_output_is_flushed_when_it_returns),
 		cmocka_unit_test(test_host_atexit_handler_does_not_run_in_a_task),
 		cmocka_unit_test(test_library_fds_stay_off_0_to_2_when_the_host_closed_them),
+		cmocka_unit_test(test_signal_storm_loses_no_result_in_wait_and_no_child_in_free),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
