@@ -67,12 +67,6 @@ static int return_arg(void *arg)
 	return (int)(intptr_t)arg;
 }
 
-static int exit_3_at_once(void *arg)
-{
-	(void)arg;
-	_exit(3);
-}
-
 static int wait_at_gate(void *arg)
 {
 	(void)arg;
@@ -412,15 +406,87 @@ static void test_host_sigchld_handler_and_own_child_keep_working(void **state)
 }
 
 /*
- * With SIGCHLD ignored the kernel reaps the children itself.  The returned
- * code comes through the channel (or PIDFD_INFO_EXIT); an exit status
+ * The ways a task can end whose status someone else may take: each one's
+ * result must be the true one or, where the status is gone, "exit status
+ * lost" (code -1), never a success that did not happen.  A code a task
+ * returned comes through the channel (or PIDFD_INFO_EXIT); an exit status
  * only through PIDFD_INFO_EXIT (Linux 6.15), so in the fallback mode
- * (ERRGROUP_DISABLE_PIDFD=1, valgrind) it may be lost, which must be said,
- * never reported as success.
+ * (ERRGROUP_DISABLE_PIDFD=1, valgrind) it may be lost.
  */
+enum end_kind { END_RETURNS_7, END_EXITS_3, END_SUCCEEDS, END_KILLED_BY_SIGTERM, END_KINDS };
+
+#define END_AT_GATE 0x10   /* with the kind: read a byte of the gate first */
+
+static int end_as_told(void *arg)
+{
+	int how = (int)(intptr_t)arg;
+
+	if ((how & END_AT_GATE) && read_byte(gate[0]) < 0)
+		return 99;
+	switch ((enum end_kind)(how & ~END_AT_GATE)) {
+	case END_RETURNS_7:
+		return 7;
+	case END_EXITS_3:
+		_exit(3);
+	case END_SUCCEEDS:
+		return 0;
+	case END_KILLED_BY_SIGTERM:
+		raise(SIGTERM);
+		return 98;
+	default:
+		return 97;
+	}
+}
+
+/* Task i ends as kind i. */
+static void start_each_kind_of_end(errgroup *g, int flags)
+{
+	for (int kind = 0; kind < END_KINDS; kind++)
+		assert_int_equal(errgroup_go(g, end_as_told, (void *)(intptr_t)(kind | flags)), kind);
+}
+
+static void expect_status_or_lost(const struct errgroup_error *e, enum errgroup_cause cause,
+				  int code)
+{
+	assert_non_null(e);
+	if (reaped_status_recoverable() || e->code == code) {
+		assert_int_equal(e->cause, cause);
+		assert_int_equal(e->code, code);
+		return;
+	}
+	assert_int_equal(e->cause, ERRGROUP_EXITED);
+	assert_int_equal(e->code, -1);
+	assert_non_null(strstr(e->message, "lost"));
+}
+
+static void expect_each_end_or_lost(errgroup *g)
+{
+	const struct errgroup_error *by_task[END_KINDS] = { NULL };
+
+	for (size_t i = 0; i < errgroup_error_count(g); i++) {
+		const struct errgroup_error *e = errgroup_error_at(g, i);
+
+		assert_true(e->task >= 0 && e->task < END_KINDS);
+		assert_null(by_task[e->task]);
+		by_task[e->task] = e;
+	}
+	assert_non_null(by_task[END_RETURNS_7]);
+	assert_int_equal(by_task[END_RETURNS_7]->cause, ERRGROUP_RETURNED);
+	assert_int_equal(by_task[END_RETURNS_7]->code, 7);
+	expect_status_or_lost(by_task[END_EXITS_3], ERRGROUP_EXITED, 3);
+	expect_status_or_lost(by_task[END_KILLED_BY_SIGTERM], ERRGROUP_SIGNALED, SIGTERM);
+	/* A task that returned 0 sent nothing: without its status, only
+	 * "lost" can be said of it. */
+	if (reaped_status_recoverable())
+		assert_null(by_task[END_SUCCEEDS]);
+	else if (by_task[END_SUCCEEDS])
+		expect_status_or_lost(by_task[END_SUCCEEDS], 0, 0);
+}
+
+/* With SIGCHLD ignored the kernel reaps the children itself. */
 static void test_host_ignoring_sigchld_still_gets_each_task_result(void **state)
 {
-	const struct errgroup_error *returned = NULL, *exited = NULL, *succeeded = NULL;
+	const struct errgroup_error *first;
 	struct sigaction ignore, old;
 	errgroup *g = errgroup_new();
 
@@ -430,43 +496,83 @@ static void test_host_ignoring_sigchld_still_gets_each_task_result(void **state)
 	ignore.sa_handler = SIG_IGN;
 	assert_int_equal(sigaction(SIGCHLD, &ignore, &old), 0);
 
-	assert_int_equal(errgroup_go(g, return_arg, (void *)(intptr_t)7), 0);
-	assert_int_equal(errgroup_go(g, exit_3_at_once, NULL), 1);
-	assert_int_equal(errgroup_go(g, noop, NULL), 2);
-	assert_non_null(errgroup_wait(g));
+	start_each_kind_of_end(g, 0);
+	first = errgroup_wait(g);
 	assert_int_equal(sigaction(SIGCHLD, &old, NULL), 0);
+	assert_non_null(first);
 
-	for (size_t i = 0; i < errgroup_error_count(g); i++) {
-		const struct errgroup_error *e = errgroup_error_at(g, i);
-
-		if (e->task == 0)
-			returned = e;
-		else if (e->task == 1)
-			exited = e;
-		else if (e->task == 2)
-			succeeded = e;
-	}
-	assert_non_null(returned);
-	assert_int_equal(returned->cause, ERRGROUP_RETURNED);
-	assert_int_equal(returned->code, 7);
-	assert_non_null(exited);
-	assert_int_equal(exited->cause, ERRGROUP_EXITED);
-	if (reaped_status_recoverable()) {
-		assert_int_equal(exited->code, 3);
-	} else if (exited->code != 3) {
-		assert_int_equal(exited->code, -1);
-		assert_non_null(strstr(exited->message, "lost"));
-	}
-	/* A task that returned 0 sent nothing: without its status, only
-	 * "lost" can be said of it. */
-	if (reaped_status_recoverable()) {
-		assert_null(succeeded);
-	} else if (succeeded) {
-		assert_int_equal(succeeded->cause, ERRGROUP_EXITED);
-		assert_int_equal(succeeded->code, -1);
-		assert_non_null(strstr(succeeded->message, "lost"));
-	}
+	expect_each_end_or_lost(g);
 	errgroup_free(g);
+	assert_true(no_children_left());
+}
+
+/* SA_NOCLDWAIT: the kernel reaps too, and still runs the host's handler
+ * (no SA_RESTART: the library's calls see EINTR as well). */
+static void test_host_with_sa_nocldwait_still_gets_each_task_result(void **state)
+{
+	const struct errgroup_error *first;
+	struct sigaction nocldwait, old;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	memset(&nocldwait, 0, sizeof nocldwait);
+	nocldwait.sa_handler = count_sigchld;
+	nocldwait.sa_flags = SA_NOCLDWAIT;
+	assert_int_equal(sigaction(SIGCHLD, &nocldwait, &old), 0);
+	sigchld_count = 0;
+
+	start_each_kind_of_end(g, 0);
+	first = errgroup_wait(g);
+	assert_int_equal(sigaction(SIGCHLD, &old, NULL), 0);
+	assert_non_null(first);
+	assert_true(sigchld_count >= 1);
+
+	expect_each_end_or_lost(g);
+	errgroup_free(g);
+	assert_true(no_children_left());
+}
+
+/* The host's reaper: waitpid(-1), as an old event loop does, until it has
+ * taken as many children as it was told. */
+static void *reap_any_child(void *arg)
+{
+	int *reaped = arg, wstatus;
+
+	while (*reaped < END_KINDS) {
+		pid_t pid = waitpid(-1, &wstatus, 0);
+
+		if (pid > 0)
+			(*reaped)++;
+		else if (errno != EINTR)
+			break;
+	}
+	return NULL;
+}
+
+/* Every task's status taken by a thread of the host before the library
+ * looks: the worst case of a host that reaps whatever exits. */
+static void test_host_thread_reaping_any_child_still_gets_each_task_result(void **state)
+{
+	errgroup *g = errgroup_new();
+	pthread_t reaper;
+	int reaped = 0;
+
+	(void)state;
+	assert_non_null(g);
+	pipes_open();
+	start_each_kind_of_end(g, END_AT_GATE);
+	/* Now that there are children: with none, waitpid(-1) returns at
+	 * once. */
+	assert_int_equal(pthread_create(&reaper, NULL, reap_any_child, &reaped), 0);
+	gate_open_n(gate[1], END_KINDS);
+	assert_int_equal(pthread_join(reaper, NULL), 0);
+	assert_int_equal(reaped, END_KINDS);
+
+	assert_non_null(errgroup_wait(g));
+	expect_each_end_or_lost(g);
+	errgroup_free(g);
+	pipes_close();
 	assert_true(no_children_left());
 }
 
@@ -987,6 +1093,8 @@ int main(void)
 		cmocka_unit_test(test_inherited_group_refuses_even_if_its_lock_was_held_at_fork),
 		cmocka_unit_test(test_host_sigchld_handler_and_own_child_keep_working),
 		cmocka_unit_test(test_host_ignoring_sigchld_still_gets_each_task_result),
+		cmocka_unit_test(test_host_with_sa_nocldwait_still_gets_each_task_result),
+		cmocka_unit_test(test_host_thread_reaping_any_child_still_gets_each_task_result),
 		cmocka_unit_test(test_host_signal_state_is_reset_in_the_task),
 		cmocka_unit_test(test_host_buffered_output_is_written_once),
 		cmocka_unit_test(test_task_output_is_flushed_when_it_returns),
