@@ -180,19 +180,17 @@ static bool is_host_fd(int fd)
 /*
  * Counts the fds that are neither the host's nor the two the library
  * gives a task (the channel's shared end, a socket, and its lifeline's
- * read end, a pipe), and names them in its message.  Then waits at the
- * gate, so that the siblings started after it exist too.
+ * read end, a pipe), and names them after names.
  */
-static int count_foreign_fds(void *arg)
+static int foreign_fd_count(char *names, size_t size)
 {
-	char names[1024] = "", target[256];
 	int sockets = 0, pipes = 0, extra = 0;
 	DIR *d = opendir("/proc/self/fd");
 	struct dirent *e;
+	char target[256];
 
-	(void)arg;
 	if (!d)
-		return 100;
+		return -1;
 	while ((e = readdir(d))) {
 		int fd = atoi(e->d_name);
 		ssize_t n;
@@ -206,14 +204,35 @@ static int count_foreign_fds(void *arg)
 		if (strncmp(target, "pipe:", 5) == 0 && pipes++ == 0)
 			continue;
 		extra++;
-		snprintf(names + strlen(names), sizeof names - strlen(names), " %d=%s", fd, target);
+		snprintf(names + strlen(names), size - strlen(names), " %d=%s", fd, target);
 	}
 	closedir(d);
-	if (read_byte(gate[0]) < 0)
-		return 101;
+	return extra;
+}
+
+/* The census, as the task's result and message. */
+static int report_foreign_fds(void)
+{
+	char names[1024] = "";
+	int extra = foreign_fd_count(names, sizeof names);
+
+	if (extra < 0)
+		return 100;
 	if (extra)
 		return errgroup_errorf(extra, "fds the task should not have:%s", names);
 	return 0;
+}
+
+/* The census, then a wait at the gate, so that the siblings started after
+ * it exist too. */
+static int count_foreign_fds(void *arg)
+{
+	int r = report_foreign_fds();
+
+	(void)arg;
+	if (read_byte(gate[0]) < 0)
+		return 101;
+	return r;
 }
 
 static void test_task_sees_no_library_fd(void **state)
@@ -246,6 +265,92 @@ static void test_task_sees_no_library_fd(void **state)
 	errgroup_free(first);
 	errgroup_free(second);
 	pipes_close();
+}
+
+/*
+ * Fds made in one thread while another forks (F8): a lifeline, a pidfd
+ * or a new group's fds made but not yet registered when a sibling thread
+ * forks would stay open in that task.  Four threads at once each make
+ * group after group and start tasks in each, every task taking the census
+ * as soon as it runs.  The race is narrow: it takes hundreds of forks to
+ * meet it.
+ */
+#define CENSUS_THREADS 4
+#define CENSUS_GROUPS_PER_THREAD 50
+#define CENSUS_TASKS_PER_GROUP 10
+
+struct census_thread {
+	pthread_barrier_t *start;
+	int rounds;                 /* groups to make */
+	int failed;                 /* tasks that found a foreign fd, or -errno */
+	char message[256];          /* the first one's */
+};
+
+static int take_census(void *arg)
+{
+	(void)arg;
+	return report_foreign_fds();
+}
+
+/* One group's round; false if a call failed (c->failed says how). */
+static bool census_round(struct census_thread *c)
+{
+	errgroup *g = errgroup_new();
+	int r = 0, failed;
+
+	if (!g) {
+		c->failed = -errno;
+		return false;
+	}
+	for (int i = 0; i < CENSUS_TASKS_PER_GROUP && r >= 0; i++)
+		r = errgroup_go(g, take_census, NULL);
+	errgroup_wait(g);
+	failed = (int)errgroup_error_count(g);
+	if (failed && !c->failed)
+		snprintf(c->message, sizeof c->message, "%s", errgroup_error_at(g, 0)->message);
+	c->failed += failed;
+	errgroup_free(g);
+	if (r < 0)
+		c->failed = r;
+	return r >= 0;
+}
+
+static void *start_census_tasks(void *arg)
+{
+	struct census_thread *c = arg;
+
+	pthread_barrier_wait(c->start);
+	for (int i = 0; i < c->rounds && census_round(c); i++)
+		;
+	return NULL;
+}
+
+static void test_task_sees_no_library_fd_while_four_threads_start_tasks(void **state)
+{
+	struct census_thread census[CENSUS_THREADS];
+	pthread_t threads[CENSUS_THREADS];
+	/* Forks under valgrind and the sanitizers are slow: fewer rounds,
+	 * which still exercise the path if they catch the race less often. */
+	int rounds = under_valgrind() || under_sanitizer() ? CENSUS_GROUPS_PER_THREAD / 10 :
+							      CENSUS_GROUPS_PER_THREAD;
+	pthread_barrier_t start;
+
+	(void)state;
+	note_host_fds();
+	assert_int_equal(pthread_barrier_init(&start, NULL, CENSUS_THREADS), 0);
+	for (int i = 0; i < CENSUS_THREADS; i++) {
+		census[i] = (struct census_thread){ .start = &start, .rounds = rounds };
+		assert_int_equal(pthread_create(&threads[i], NULL, start_census_tasks, &census[i]), 0);
+	}
+	for (int i = 0; i < CENSUS_THREADS; i++)
+		assert_int_equal(pthread_join(threads[i], NULL), 0);
+	pthread_barrier_destroy(&start);
+	for (int i = 0; i < CENSUS_THREADS; i++) {
+		if (census[i].failed)
+			print_error("thread %d: %d: %s\n", i, census[i].failed, census[i].message);
+		assert_int_equal(census[i].failed, 0);
+	}
+	assert_true(no_children_left());
 }
 
 static int noop(void *arg)
@@ -1089,6 +1194,7 @@ int main(void)
 		cmocka_unit_test(test_free_null_is_a_noop),
 		cmocka_unit_test(test_free_kills_a_running_child),
 		cmocka_unit_test(test_task_sees_no_library_fd),
+		cmocka_unit_test(test_task_sees_no_library_fd_while_four_threads_start_tasks),
 		cmocka_unit_test(test_inherited_group_refuses_to_act_in_a_task),
 		cmocka_unit_test(test_inherited_group_refuses_even_if_its_lock_was_held_at_fork),
 		cmocka_unit_test(test_host_sigchld_handler_and_own_child_keep_working),
