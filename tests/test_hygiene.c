@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/pidfd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -350,6 +351,100 @@ static void test_task_sees_no_library_fd_while_four_threads_start_tasks(void **s
 			print_error("thread %d: %d: %s\n", i, census[i].failed, census[i].message);
 		assert_int_equal(census[i].failed, 0);
 	}
+	assert_true(no_children_left());
+}
+
+/*
+ * Scenario 5: a host that lowered RLIMIT_NOFILE below the numbers of fds
+ * it already holds.  A child that closed fds up to the limit
+ * (_SC_OPEN_MAX) would keep every library fd above it.  The test fills
+ * the numbers below LOWERED_FD_LIMIT, makes groups whose fds land above,
+ * frees the low numbers and lowers the limit; a task of a new group (its
+ * fds below the limit) and one of an old group (its channel above) each
+ * take the census.
+ */
+#define LOWERED_FD_LIMIT 64
+#define HIGH_GROUPS 3
+
+/* The fds numbered limit or more that are not the host's. */
+static int new_fds_at_or_above(int limit)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d))) {
+		int fd = atoi(e->d_name);
+
+		if (e->d_name[0] != '.' && fd >= limit && fd != dirfd(d) && !is_host_fd(fd))
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static void test_task_sees_no_library_fd_above_a_lowered_fd_limit(void **state)
+{
+	const struct errgroup_error *low_result, *high_result;
+	int fillers[LOWERED_FD_LIMIT], filler_count = 0, high_fds, r;
+	bool low_failed, high_failed;
+	errgroup *high[HIGH_GROUPS], *low;
+	struct rlimit old, lowered;
+
+	(void)state;
+	pipes_open();
+	note_host_fds();
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_true(old.rlim_cur > LOWERED_FD_LIMIT * 2);
+	assert_int_equal(new_fds_at_or_above(LOWERED_FD_LIMIT), 0);
+	/* Every number below the limit taken, so that what comes next
+	 * lands above it. */
+	do {
+		fillers[filler_count] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		assert_true(fillers[filler_count] >= 0);
+	} while (fillers[filler_count++] < LOWERED_FD_LIMIT - 1);
+	for (int i = 0; i < HIGH_GROUPS; i++) {
+		high[i] = errgroup_new();
+		assert_non_null(high[i]);
+		for (int k = 0; k < 2; k++)
+			assert_int_equal(errgroup_go(high[i], wait_at_gate, NULL), k);
+	}
+	for (int i = 0; i < filler_count; i++)
+		close(fillers[i]);
+	/* Each group's four fds, each task's pidfd and lifeline (the
+	 * fallback has no pidfd). */
+	high_fds = new_fds_at_or_above(LOWERED_FD_LIMIT);
+	assert_true(high_fds >= HIGH_GROUPS * (4 + 2 * (pidfd_supported() ? 2 : 1)));
+
+	lowered.rlim_cur = LOWERED_FD_LIMIT;
+	lowered.rlim_max = old.rlim_max;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &lowered), 0);
+	low = errgroup_new();
+	r = low ? errgroup_go(low, take_census, NULL) : -errno;
+	if (r == 0)
+		r = errgroup_go(high[0], take_census, NULL);
+	low_result = low ? errgroup_wait(low) : NULL;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+
+	/* Everything ends and is freed before the asserts, so that a
+	 * failure leaves no child to the tests that follow. */
+	gate_open_n(gate[1], HIGH_GROUPS * 2);
+	high_result = errgroup_wait(high[0]);
+	if (low_result)
+		print_error("task of the new group: %s\n", low_result->message);
+	if (high_result)
+		print_error("task of an old group: %s\n", high_result->message);
+	low_failed = low_result != NULL;
+	high_failed = high_result != NULL;
+	for (int i = 0; i < HIGH_GROUPS; i++)
+		errgroup_free(high[i]);
+	errgroup_free(low);
+	pipes_close();
+
+	assert_int_equal(r, 2);   /* high[0]'s third task */
+	assert_false(low_failed);
+	assert_false(high_failed);
 	assert_true(no_children_left());
 }
 
@@ -1195,6 +1290,7 @@ int main(void)
 		cmocka_unit_test(test_free_kills_a_running_child),
 		cmocka_unit_test(test_task_sees_no_library_fd),
 		cmocka_unit_test(test_task_sees_no_library_fd_while_four_threads_start_tasks),
+		cmocka_unit_test(test_task_sees_no_library_fd_above_a_lowered_fd_limit),
 		cmocka_unit_test(test_inherited_group_refuses_to_act_in_a_task),
 		cmocka_unit_test(test_inherited_group_refuses_even_if_its_lock_was_held_at_fork),
 		cmocka_unit_test(test_host_sigchld_handler_and_own_child_keep_working),
