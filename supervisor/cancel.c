@@ -38,7 +38,9 @@ void task_signal(struct task *t, int sig)
 }
 
 /* True once the child has exited (or someone else reaped it); leaves it
- * unreaped. */
+ * unreaped.  A host that traces its own task also gets the task's ptrace
+ * stops from waitid, whatever the options ("traditionally", says the
+ * kernel): those are not ends, and WNOWAIT leaves them to the host. */
 bool task_has_exited(struct task *t)
 {
 	siginfo_t si;
@@ -51,7 +53,10 @@ bool task_has_exited(struct task *t)
 		else
 			r = waitid(P_PID, (id_t)t->pid, &si, WEXITED | WNOHANG | WNOWAIT);
 	} while (r < 0 && errno == EINTR);
-	return r < 0 || si.si_pid != 0;
+	if (r < 0)
+		return true;
+	return si.si_pid != 0 && (si.si_code == CLD_EXITED || si.si_code == CLD_KILLED ||
+				  si.si_code == CLD_DUMPED);
 }
 
 /* Sends t SIGTERM, and SIGCONT so that a stopped child sees it, or SIGKILL

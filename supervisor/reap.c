@@ -62,13 +62,21 @@ static void outcome_from_wstatus(struct outcome *o, int wstatus)
 	}
 }
 
-/* Returns 1 with the outcome, 0 if the child has not exited yet. */
+/*
+ * Returns 1 with the outcome, 0 if the child has not exited yet.  With a
+ * pidfd, it is called once the pidfd is readable: the child has exited,
+ * and a dead child has no ptrace stop to report.  Without one it may be
+ * called on a running child (the sweep), and a host that traces it would
+ * lose a stop report to a plain waitid: it peeks first.
+ */
 static int collect(struct task *t, struct outcome *o)
 {
 	siginfo_t si;
 	int r, wstatus;
 
 	memset(o, 0, sizeof *o);
+	if (t->pidfd < 0 && !task_has_exited(t))
+		return 0;
 	do {
 		memset(&si, 0, sizeof si);
 		if (t->pidfd >= 0)

@@ -498,6 +498,57 @@ static void test_ptrace_stopped_task_is_still_canceled_within_the_grace(void **s
 	ready_pipe_close();
 }
 
+static int ignore_sigterm_and_block_traceable(void *arg)
+{
+	signal(SIGTERM, SIG_IGN);
+	return block_forever_traceable(arg);
+}
+
+/*
+ * Scenario 9 again, with the host as the tracer: the kernel then reports
+ * the task's ptrace stops to every waitid of the host's process, whatever
+ * its options.  The group must not take such a stop for the task's end
+ * (nor consume the host's report), so the timeout still stops the task,
+ * by the SIGKILL at the end of the grace, which a ptrace stop cannot hold
+ * back.  The task ignores SIGTERM, so that the outcome is the same should
+ * the timer fire before the stop; the test means the stop to come first
+ * (it takes microseconds, the timeout is a second).
+ */
+static void test_task_the_host_traces_is_not_taken_for_ended_by_its_stop(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+	siginfo_t si;
+	pid_t pid;
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(errgroup_set_grace_ms(g, 100), 0);
+	assert_int_equal(errgroup_set_timeout_ms(g, 1000), 0);
+	assert_int_equal(errgroup_go(g, ignore_sigterm_and_block_traceable, NULL), 0);
+	pid = await_word();
+	if (ptrace(PTRACE_SEIZE, pid, NULL, NULL) < 0) {
+		print_message("ptrace refused: %s\n", strerror(errno));
+		errgroup_free(g);
+		ready_pipe_close();
+		skip();
+	}
+	assert_int_equal(ptrace(PTRACE_INTERRUPT, pid, NULL, NULL), 0);
+	/* Stopped, and its report left pending, as a debugger leaves it. */
+	memset(&si, 0, sizeof si);
+	assert_int_equal(waitid(P_PID, (id_t)pid, &si, WSTOPPED | WNOWAIT), 0);
+	assert_int_equal(si.si_code, CLD_TRAPPED);
+
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_TIMEOUT);
+	assert_int_equal(e->code, SIGKILL);
+	errgroup_free(g);
+	assert_true(no_children_left());
+	ready_pipe_close();
+}
+
 struct cancel_when_blocked {
 	errgroup *g;
 	pid_t tid;
@@ -760,6 +811,7 @@ int main(void)
 		cmocka_unit_test(test_zero_grace_sends_sigkill_at_once),
 		cmocka_unit_test(test_stopped_child_is_canceled_within_the_grace),
 		cmocka_unit_test(test_ptrace_stopped_task_is_still_canceled_within_the_grace),
+		cmocka_unit_test(test_task_the_host_traces_is_not_taken_for_ended_by_its_stop),
 		cmocka_unit_test(test_go_blocked_at_the_limit_returns_ecanceled_without_forking),
 		cmocka_unit_test(test_cancel_from_another_thread_ends_wait),
 		cmocka_unit_test(test_go_after_cancel_returns_ecanceled_also_after_wait),
