@@ -32,7 +32,13 @@
  * own process group and holds two library fds: the group's channel (closed
  * on exec) and the read end of its lifeline pipe, which stays open across
  * exec because it is what kills the task's process group if the calling
- * process dies; every other library fd is closed in every child.
+ * process dies; every other library fd is closed in every child.  No
+ * library fd is ever 0, 1 or 2, even in a host that closed its stdio, so
+ * a task's printf never lands in them.
+ *
+ * Sanitizers: under ASan and TSan, malloc is not fork-safe (their
+ * allocators hold locks that glibc does not reset at fork), so a task of a
+ * threaded host built with them can hang in malloc; plain builds cannot.
  *
  * The channel is shared by the group's tasks, which is what makes it cost
  * a task no system call.  So a task can spoil it for its siblings: one that
