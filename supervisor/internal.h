@@ -66,6 +66,7 @@ struct task {
 	bool at_gate;               /* it waits for SIGNAL_GATE to run */
 	bool signaled;              /* the group sent it SIGTERM or SIGKILL */
 	bool timed_out;             /*   because it ran past its time */
+	bool unreapable;            /* dead, but its tracer must see it first (poll.c) */
 	RB_ENTRY(task) by_timer;
 	uint64_t timer_ns;          /* when its timer fires (timer.c); 0: none */
 	bool returned;              /* it sent a RETURNED frame: */
@@ -113,7 +114,8 @@ struct errgroup {
 	bool canceled;
 	bool expired;               /* the deadline passed */
 	uint64_t kill_at_ns;        /* when stopped tasks get SIGKILL; 0: not pending */
-	uint64_t swept_ns;          /* without pidfds: the last waitid sweep (poll.c) */
+	uint64_t swept_ns;          /* the last waitid sweep (poll.c) */
+	int unreapable;             /* tasks marked so, retried by the sweep */
 
 	struct task_end **errors;   /* each allocated alone: pointers stay
 	                               valid; capacity covers every running

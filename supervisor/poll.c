@@ -18,7 +18,10 @@
  * Without pidfds (old kernels, valgrind, seccomp), exits are noticed by
  * the lifeline pipe losing its reader and, because the child closes its
  * files a moment before it becomes reapable (and a task may hand the read
- * end on), by a sweep of waitid(WNOHANG) every FALLBACK_SWEEP_MS.
+ * end on), by a sweep of waitid(WNOHANG) every SWEEP_MS.  With pidfds the
+ * sweep retries only a dead task that is not yet ours to reap: one traced
+ * by another process, whose tracer must see it die first.  Its pidfd is
+ * readable all the while, so re-arming it would make the poller spin.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -31,7 +34,7 @@
 #include "internal.h"
 
 #define MAX_EVENTS 64
-#define FALLBACK_SWEEP_MS 20
+#define SWEEP_MS 20
 
 uint64_t now_ns(void)
 {
@@ -51,13 +54,6 @@ void wake_poller(errgroup *g)
 	while (n < 0 && errno == EINTR);
 }
 
-static void rearm(errgroup *g, int fd, uint64_t key, uint32_t events)
-{
-	struct epoll_event ev = { .events = events | EPOLLONESHOT, .data.u64 = key };
-
-	epoll_ctl(g->epoll_fd, EPOLL_CTL_MOD, fd, &ev);
-}
-
 /* How long the poller may sleep: until the SIGKILL of a grace period,
  * a task's timer, the deadline or (without pidfds) the next sweep,
  * whichever comes first. */
@@ -67,8 +63,8 @@ static int timeout_ms(errgroup *g)
 
 	if (g->kill_at_ns && (!next || g->kill_at_ns < next))
 		next = g->kill_at_ns;
-	if (!pidfd_supported() && g->running > 0) {
-		uint64_t sweep = g->swept_ns + FALLBACK_SWEEP_MS * UINT64_C(1000000);
+	if ((!pidfd_supported() && g->running > 0) || g->unreapable > 0) {
+		uint64_t sweep = g->swept_ns + SWEEP_MS * UINT64_C(1000000);
 
 		if (!next || sweep < next)
 			next = sweep;
@@ -103,15 +99,17 @@ static void handle_event(errgroup *g, uint64_t key)
 		t = task_find(g, (int)(key >> 2));
 		/* Without pidfds the lifeline reports the exit; the sweep
 		 * takes over if the child had not quite exited yet. */
-		if (t && !reap_task(g, t) && t->pidfd >= 0)
-			rearm(g, t->pidfd, key, EPOLLIN);
+		if (t && !reap_task(g, t) && t->pidfd >= 0 && !t->unreapable) {
+			t->unreapable = true;
+			g->unreapable++;
+		}
 		return;
 	}
 }
 
 /*
  * A sweep costs a waitid per running task, so it runs once per
- * FALLBACK_SWEEP_MS, not once per round: go() makes a non-blocking round
+ * SWEEP_MS, not once per round: go() makes a non-blocking round
  * for every task it starts, and sweeping in each made starting N tasks
  * cost O(N^2) system calls (5 000 children took 8-13 s instead of 1.6 s).
  */
@@ -120,11 +118,12 @@ static void sweep(errgroup *g)
 	struct task *t, *next;
 	uint64_t now = now_ns();
 
-	if (now - g->swept_ns < FALLBACK_SWEEP_MS * UINT64_C(1000000))
+	if (now - g->swept_ns < SWEEP_MS * UINT64_C(1000000))
 		return;
 	g->swept_ns = now;
 	RB_FOREACH_SAFE(t, task_tree, &g->tasks, next)
-		reap_task(g, t);
+		if (t->pidfd < 0 || t->unreapable)
+			reap_task(g, t);
 }
 
 /* One round: wait up to the next timer (or not at all), handle what came.
@@ -139,7 +138,7 @@ static void round_once(errgroup *g, bool block)
 	pthread_mutex_lock(&g->lock);
 	for (int i = 0; i < n; i++)
 		handle_event(g, events[i].data.u64);
-	if (!pidfd_supported())
+	if (!pidfd_supported() || g->unreapable > 0)
 		sweep(g);
 	if (g->kill_at_ns && g->kill_at_ns <= now_ns())
 		cancel_escalate(g);

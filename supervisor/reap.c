@@ -199,6 +199,8 @@ bool reap_task(errgroup *g, struct task *t)
 	RB_REMOVE(pid_tree, &g->tasks_by_pid, t);
 	timer_stop(g, t);
 	g->running--;
+	if (t->unreapable)
+		g->unreapable--;
 	record_end(g, t, cause, code, &o);
 	task_free(t);
 	pthread_cond_broadcast(&g->changed);

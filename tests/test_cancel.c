@@ -18,6 +18,7 @@
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 
@@ -176,12 +177,14 @@ static int block_forever_traceable(void *arg)
  * In a forked tracer that is not the task's parent, as `strace -p` or
  * `gdb -p` would be: puts the task in a ptrace stop and never resumes it.
  * Writes 0 on report once the task is stopped, or the errno ptrace gave.
- * Then waits for the task's end, as a tracer must (the parent can reap a
- * traced child only once its tracer has seen it die), and exits 0 if it
- * died of SIGKILL, 1 if it ended otherwise, 2 if waiting failed.
+ * Then, after hold_ms, waits for the task's end, as a tracer must (the
+ * parent can reap a traced child only once its tracer has seen it die),
+ * and exits 0 if it died of SIGKILL, 1 if it ended otherwise, 2 if
+ * waiting failed.
  */
-static _Noreturn void trace_and_hold(pid_t task, int report)
+static _Noreturn void trace_and_hold(pid_t task, int report, unsigned hold_ms)
 {
+	struct timespec hold = { hold_ms / 1000, (long)(hold_ms % 1000) * 1000000 };
 	int error = 0, status;
 	pid_t r;
 
@@ -199,6 +202,8 @@ static _Noreturn void trace_and_hold(pid_t task, int report)
 	}
 	if (write(report, &error, sizeof error) != sizeof error || error)
 		_exit(2);
+	while (nanosleep(&hold, &hold) < 0 && errno == EINTR)
+		;
 	/* Any further stop is left alone too: the task stays stopped. */
 	do {
 		r = waitpid(task, &status, __WALL);
@@ -469,7 +474,7 @@ static void test_ptrace_stopped_task_is_still_canceled_within_the_grace(void **s
 	tracer = fork();
 	assert_true(tracer >= 0);
 	if (tracer == 0)
-		trace_and_hold(pid, report[1]);
+		trace_and_hold(pid, report[1], 0);
 	close(report[1]);
 	/* A tracer that hangs is the runner's timeout. */
 	if (read(report[0], &error, sizeof error) != sizeof error)
@@ -493,6 +498,72 @@ static void test_ptrace_stopped_task_is_still_canceled_within_the_grace(void **s
 	assert_int_equal(waitpid(tracer, &status, 0), tracer);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
+	errgroup_free(g);
+	assert_true(no_children_left());
+	ready_pipe_close();
+}
+
+static long cpu_ms(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
+	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+}
+
+/*
+ * A task traced by another process is not the group's to reap until its
+ * tracer has seen it die, yet its pidfd turns readable the moment it dies.
+ * Re-arming the event made the poller spin for as long as the tracer took
+ * (a second of CPU for a second's hold); the group now retries at the
+ * sweep's pace.  The bound is on CPU time, not on wall time: a loaded
+ * machine can only make a spinning poller look cheaper, never a sleeping
+ * one dearer.
+ */
+static void test_dead_task_a_slow_tracer_holds_does_not_spin_the_poller(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+	int report[2], error = -1, status;
+	long before, used;
+	pid_t pid, tracer;
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(pipe2(report, O_CLOEXEC), 0);
+	assert_int_equal(errgroup_set_grace_ms(g, 50), 0);
+	assert_int_equal(errgroup_go(g, block_forever_traceable, NULL), 0);
+	pid = await_word();
+	tracer = fork();
+	assert_true(tracer >= 0);
+	if (tracer == 0)
+		trace_and_hold(pid, report[1], 1000);
+	close(report[1]);
+	if (read(report[0], &error, sizeof error) != sizeof error)
+		error = -1;
+	close(report[0]);
+	if (error != 0) {
+		errgroup_free(g);
+		assert_int_equal(waitpid(tracer, &status, 0), tracer);
+		ready_pipe_close();
+		print_message("ptrace refused: %s\n", error > 0 ? strerror(error) : "?");
+		skip();
+	}
+
+	before = cpu_ms();
+	errgroup_cancel(g);
+	e = errgroup_wait(g);
+	used = cpu_ms() - before;
+	print_message("%ld ms of CPU while the tracer held the dead task\n", used);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_CANCELED);
+	assert_int_equal(e->code, SIGKILL);
+	assert_int_equal(waitpid(tracer, &status, 0), tracer);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_true(used < 400);
 	errgroup_free(g);
 	assert_true(no_children_left());
 	ready_pipe_close();
@@ -812,6 +883,7 @@ int main(void)
 		cmocka_unit_test(test_stopped_child_is_canceled_within_the_grace),
 		cmocka_unit_test(test_ptrace_stopped_task_is_still_canceled_within_the_grace),
 		cmocka_unit_test(test_task_the_host_traces_is_not_taken_for_ended_by_its_stop),
+		cmocka_unit_test(test_dead_task_a_slow_tracer_holds_does_not_spin_the_poller),
 		cmocka_unit_test(test_go_blocked_at_the_limit_returns_ecanceled_without_forking),
 		cmocka_unit_test(test_cancel_from_another_thread_ends_wait),
 		cmocka_unit_test(test_go_after_cancel_returns_ecanceled_also_after_wait),
