@@ -47,18 +47,23 @@
  * second bitmap on the heap.
  */
 static struct {
-	pthread_mutex_t lock;           /* recursive: see fdreg_fork_begin */
-	int keep[2];                    /* what the task being forked keeps */
+	pthread_mutex_t lock;
 	size_t count;                   /* registered fds; more is freed at 0 */
 	uint64_t *more;                 /* bit fd - STATIC_FDS: the library holds fd */
 	size_t more_words;
 	uint64_t bits[STATIC_FDS / BITS_PER_WORD];   /* bit fd: likewise */
-} registry __attribute__((aligned(256))) = {
-	.lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP,
-	.keep = { -1, -1 },
-};
+} registry __attribute__((aligned(256))) = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* The fds that the thread calling fork() wants the new task to keep (the
+ * channel's shared end and the lifeline's read end); -1 otherwise.
+ * Thread-local, so the child (a copy of that thread) sees the values its
+ * parent thread set.  (In the registry's page it would save the parent a
+ * write to the TLS page, but errno is written there anyway, and our fork
+ * would have to hold the lock across fork(): a recursive lock the child
+ * cannot unlock, and must make anew, which TSan takes for a double lock.) */
+static __thread int fork_keep[2] = { -1, -1 };
 
 /* The word that holds fd's bit, or NULL if there is none yet. */
 static uint64_t *word_of(int fd)
@@ -106,7 +111,7 @@ static void close_words(uint64_t *words, size_t n, int base, int *first, int *la
 			int fd = base + (int)(w * BITS_PER_WORD) + bit;
 
 			bits &= bits - 1;
-			if (fd == registry.keep[0] || fd == registry.keep[1]) {
+			if (fd == fork_keep[0] || fd == fork_keep[1]) {
 				kept |= UINT64_C(1) << bit;
 				continue;
 			}
@@ -125,9 +130,7 @@ static void close_words(uint64_t *words, size_t n, int base, int *first, int *la
 
 /*
  * Runs in the child, which has one thread: no lock can be contended, and
- * the one we hold is ours (taken in prepare), so it is made anew rather
- * than unlocked: pthread_mutex_unlock is a page of libc the child has not
- * mapped (cleanstart.c).  A task's fds are mostly
+ * the one we hold is ours (taken in prepare).  A task's fds are mostly
  * consecutive (the library's own, then a pidfd and a lifeline per running
  * task), so it closes them in runs, one close_range each: with thousands
  * of tasks running, a close() per fd made every start cost O(tasks)
@@ -142,7 +145,7 @@ static void child(void)
 	close_words(registry.more, registry.more_words, STATIC_FDS, &first, &last);
 	if (first >= 0)
 		close_run(first, last);
-	registry.lock = (pthread_mutex_t)PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+	pthread_mutex_unlock(&registry.lock);
 }
 
 static void install_atfork(void)
@@ -325,27 +328,10 @@ void fdreg_close(int fd)
 	pthread_mutex_unlock(&registry.lock);
 }
 
-/*
- * Brackets the library's own fork() of a task that keeps fds a and b (the
- * channel's shared end and its lifeline's read end).  The lock is held
- * from here to fdreg_fork_end, so the prepare handler, in this thread,
- * takes it again (it is recursive) and a fork in any other thread waits:
- * keep[] is set only for our own forks, and it lives in the registry's
- * page, which the fork writes anyway, rather than in thread-local storage,
- * another page for the parent to fault on after every fork.
- */
-void fdreg_fork_begin(int a, int b)
+void fdreg_set_fork_keep(int a, int b)
 {
-	lock();
-	registry.keep[0] = a;
-	registry.keep[1] = b;
-}
-
-void fdreg_fork_end(void)
-{
-	registry.keep[0] = -1;
-	registry.keep[1] = -1;
-	pthread_mutex_unlock(&registry.lock);
+	fork_keep[0] = a;
+	fork_keep[1] = b;
 }
 
 /* For a child started by clone(), which runs no atfork handler: the pidfd

@@ -86,12 +86,12 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 	 * the dispositions; the child unblocks once it has. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &saved);
-	fdreg_fork_begin(g->channel_tx, lifeline[0]);
+	fdreg_set_fork_keep(g->channel_tx, lifeline[0]);
 	pid = fork();
 	if (pid == 0)
 		child_run(g->channel_tx, lifeline[0], gate_signal, c->fn, c->arg);
 	r = -errno;
-	fdreg_fork_end();
+	fdreg_set_fork_keep(-1, -1);
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
 	fdreg_close(lifeline[0]);
 	if (pid < 0) {
