@@ -309,44 +309,217 @@ static void test_zero_length_datagrams_are_reported_as_malformed(void **state)
 	assert_malformed(e, 0);
 }
 
-/* ---- a task that writes forever ------------------------------------------ */
+/* ---- a watchdog ---------------------------------------------------------- */
 
-/* Ignores SIGTERM, so that only the SIGKILL after the grace stops it,
- * says it is ready on the pipe arg, then floods the channel. */
-static int flood(void *arg)
+/* A bound on a test that would otherwise hang: past WAIT_LIMIT_MS it bites
+ * (unblocks whatever is stuck, in a way the test then sees) and the test
+ * fails.  A hang detector, not a synchronisation. */
+struct watchdog {
+	pthread_t thread;
+	int calm[2];            /* the test writes here once it is done */
+	void (*bite)(void *);
+	void *arg;
+	bool bitten;
+};
+
+static void *watch_over(void *arg)
 {
-	int ready = (int)(intptr_t)arg, fd = find_channel();
-	unsigned char buf[FRAME_HEADER_SIZE + 1024];
-	char text[1024];
+	struct watchdog *w = arg;
+	struct pollfd calm = { .fd = w->calm[0], .events = POLLIN };
+	int r;
 
-	if (fd < 0 || signal(SIGTERM, SIG_IGN) == SIG_ERR)
-		return SETUP_FAILED;
-	for (unsigned long i = 0;; i++) {
-		snprintf(text, sizeof text, "flood %lu %0900d", i, 0);
-		send(fd, buf, make_message(buf, 1, text), MSG_NOSIGNAL);
-		if (i == 0 && write(ready, "r", 1) != 1)
-			return SETUP_FAILED;
+	do
+		r = poll(&calm, 1, WAIT_LIMIT_MS);
+	while (r < 0 && errno == EINTR);
+	if (r == 0) {
+		w->bitten = true;
+		w->bite(w->arg);
 	}
+	return NULL;
 }
 
-static void test_task_writing_forever_is_killed_after_the_grace(void **state)
+static void watchdog_start(struct watchdog *w, void (*bite)(void *), void *arg)
+{
+	w->bite = bite;
+	w->arg = arg;
+	w->bitten = false;
+	assert_int_equal(pipe2(w->calm, O_CLOEXEC), 0);
+	assert_int_equal(pthread_create(&w->thread, NULL, watch_over, w), 0);
+}
+
+/* Returns whether it had to bite. */
+static bool watchdog_stop(struct watchdog *w)
+{
+	gate_open_n(w->calm[1], 1);
+	assert_int_equal(pthread_join(w->thread, NULL), 0);
+	close(w->calm[0]);
+	close(w->calm[1]);
+	return w->bitten;
+}
+
+/* ---- a channel kept full ------------------------------------------------ */
+
+static void cancel_now(void *arg)
+{
+	errgroup_set_grace_ms(arg, 0);
+	errgroup_cancel(arg);
+}
+
+/* Ten messages of ERRGROUP_MESSAGE_MAX bytes more than the channel holds
+ * (its SO_SNDBUF, which the kernel may have raised past the 1 MiB the
+ * library asks for, or cut to wmem_max): the sends past that point block
+ * until the parent reads, so the task can only end if the parent drains
+ * the channel while it runs, not only once it has exited. */
+static int send_more_than_the_channel_holds(void *arg)
+{
+	int fd = find_channel(), capacity, count;
+	socklen_t len = sizeof capacity;
+	char *text = malloc(ERRGROUP_MESSAGE_MAX + 1);
+	char prefix[64];
+	(void)arg;
+
+	if (fd < 0 || !text || getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &capacity, &len) < 0)
+		return SETUP_FAILED;
+	count = capacity / ERRGROUP_MESSAGE_MAX + 10;
+	memset(text, 'x', ERRGROUP_MESSAGE_MAX);
+	text[ERRGROUP_MESSAGE_MAX] = '\0';
+	for (int i = 1; i <= count; i++) {
+		int n = snprintf(prefix, sizeof prefix, "message %d of %d ", i, count);
+
+		memcpy(text, prefix, (size_t)n);
+		errgroup_errorf(1, "%s", text);
+	}
+	free(text);
+	return 14;
+}
+
+static void test_task_sending_more_than_the_channel_holds_still_ends(void **state)
 {
 	struct fixture *f = *state;
 	const struct errgroup_error *e;
-	int ready[2];
+	struct watchdog dog;
+	int i = 0, count = -1;
+
+	assert_true(errgroup_go(f->g, send_more_than_the_channel_holds, NULL) >= 0);
+	watchdog_start(&dog, cancel_now, f->g);
+	e = errgroup_wait(f->g);
+	if (watchdog_stop(&dog))
+		fail_msg("the task stayed blocked on a full channel");
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_RETURNED);
+	assert_int_equal(e->code, 14);
+	/* The last message, whole: every one before it went through. */
+	assert_int_equal(strlen(e->message), ERRGROUP_MESSAGE_MAX);
+	assert_int_equal(sscanf(e->message, "message %d of %d ", &i, &count), 2);
+	assert_int_equal(i, count);
+	assert_true(count > 10);
+}
+
+/* ---- a task that writes forever ------------------------------------------ */
+
+/* Frames of a few bytes, several per system call (sendmmsg), never
+ * sleeping on a full channel: while a flooder runs, the channel refills as
+ * soon as the parent reads, and sending a frame costs the flooder less
+ * than reading it costs the parent.  The flooder also makes the channel
+ * hold far more frames than the library asked for (SO_SNDBUFFORCE as
+ * root; else SO_SNDBUF, up to wmem_max), so that reading it empty takes
+ * longer than a scheduler time slice: even when the flooders and the
+ * parent share one core, a drain that read until the channel is empty
+ * would never see it empty.  Without that raise (not root, small
+ * wmem_max) the test still holds, but proves less. */
+#define FLOODERS 2
+#define FLOOD_SNDBUF (16 << 20)
+#define FLOOD_BATCH 64
+
+struct flood_control {
+	int ready;              /* each flooder writes a byte here once it floods */
+	atomic_int stop;        /* set by the watchdog: the flooders return */
+};
+
+#define FLOOD_STOPPED 15
+
+static int flood_small_frames(void *arg)
+{
+	struct flood_control *c = arg;
+	int fd = find_channel(), size = FLOOD_SNDBUF;
+	unsigned char buf[64];
+	struct iovec iov = { buf, make_message(buf, 1, "flood") };
+	struct mmsghdr batch[FLOOD_BATCH];
+
+	if (fd < 0 || signal(SIGTERM, SIG_IGN) == SIG_ERR)
+		return SETUP_FAILED;
+	memset(batch, 0, sizeof batch);
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) < 0)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+	for (int i = 0; i < FLOOD_BATCH; i++) {
+		batch[i].msg_hdr.msg_iov = &iov;
+		batch[i].msg_hdr.msg_iovlen = 1;
+	}
+	for (unsigned long i = 0; !atomic_load(&c->stop); i++) {
+		sendmmsg(fd, batch, FLOOD_BATCH, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (i == 0 && write(c->ready, "r", 1) != 1)
+			return SETUP_FAILED;
+	}
+	return FLOOD_STOPPED;
+}
+
+static void stop_flooding(void *arg)
+{
+	struct flood_control *c = arg;
+
+	atomic_store(&c->stop, 1);
+}
+
+static int fail_when_released(void *arg)
+{
+	return read_byte((int)(intptr_t)arg) < 0 ? SETUP_FAILED : 16;
+}
+
+/* The poller sends the SIGKILL at the end of the grace between two rounds;
+ * each round reads at most the channel's capacity, or a flood would keep
+ * it in one round forever.  The cancel comes from a sibling's failure. */
+static void test_flooding_task_is_still_killed_when_its_grace_ends(void **state)
+{
+	struct fixture *f = *state;
+	struct flood_control *c = shared_alloc(sizeof *c);
+	const struct errgroup_error *e;
+	struct watchdog dog;
+	int ready[2], gate[2], failing;
+	bool bitten;
 
 	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(gate, O_CLOEXEC), 0);
+	c->ready = ready[1];
 	assert_int_equal(errgroup_set_grace_ms(f->g, 100), 0);
-	assert_true(errgroup_go(f->g, flood, (void *)(intptr_t)ready[1]) >= 0);
-	assert_int_equal(read_byte(ready[0]), 'r');
-	errgroup_cancel(f->g);
+	assert_int_equal(errgroup_set_cancel_on_error(f->g, true), 0);
+	/* From the first start on: errgroup_go drains the channel too. */
+	watchdog_start(&dog, stop_flooding, c);
+	failing = errgroup_go(f->g, fail_when_released, (void *)(intptr_t)gate[0]);
+	assert_true(failing >= 0);
+	for (int i = 0; i < FLOODERS; i++)
+		assert_true(errgroup_go(f->g, flood_small_frames, c) >= 0);
+	for (int i = 0; i < FLOODERS; i++)
+		assert_int_equal(read_byte(ready[0]), 'r');
+	gate_open_n(gate[1], 1);
 	e = errgroup_wait(f->g);
+	bitten = watchdog_stop(&dog);
 	close(ready[0]);
 	close(ready[1]);
+	close(gate[0]);
+	close(gate[1]);
+	shared_free(c, sizeof *c);
+	if (bitten)
+		fail_msg("the poller never sent the SIGKILL: it kept reading the flood");
 	assert_non_null(e);
-	assert_int_equal(e->cause, ERRGROUP_CANCELED);
-	assert_int_equal(e->code, SIGKILL);
-	assert_message_contains(e, "flood ");
+	assert_int_equal(e->task, failing);
+	assert_int_equal(e->code, 16);
+	assert_int_equal(errgroup_error_count(f->g), FLOODERS + 1);
+	for (size_t i = 1; i <= FLOODERS; i++) {
+		e = errgroup_error_at(f->g, i);
+		assert_int_equal(e->cause, ERRGROUP_CANCELED);
+		assert_int_equal(e->code, SIGKILL);
+		assert_string_equal(e->message, "flood");
+	}
 }
 
 /* ---- fds passed with SCM_RIGHTS ------------------------------------------ */
@@ -685,7 +858,8 @@ int main(void)
 		hostile_test(test_length_field_of_4_gib_minus_1_is_malformed),
 		hostile_test(test_oversized_datagram_is_reported_with_its_size),
 		hostile_test(test_zero_length_datagrams_are_reported_as_malformed),
-		hostile_test(test_task_writing_forever_is_killed_after_the_grace),
+		hostile_test(test_task_sending_more_than_the_channel_holds_still_ends),
+		hostile_test(test_flooding_task_is_still_killed_when_its_grace_ends),
 		hostile_test(test_fds_passed_by_a_task_are_closed_by_the_parent),
 		hostile_test(test_more_fds_than_the_parent_takes_are_all_closed),
 		hostile_test(test_task_closing_stdout_and_stderr_is_still_heard),
