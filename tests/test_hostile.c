@@ -427,12 +427,12 @@ static void test_task_sending_more_than_the_channel_holds_still_ends(void **stat
  * parent share one core, a drain that read until the channel is empty
  * would never see it empty.  Without that raise (not root, small
  * wmem_max) the test still holds, but proves less. */
-#define FLOODERS 2
-#define FLOOD_SNDBUF (16 << 20)
+#define FLOODERS 4
+#define FLOOD_SNDBUF (32 << 20)
 #define FLOOD_BATCH 64
 
 struct flood_control {
-	int ready;              /* each flooder writes a byte here once it floods */
+	int ready;              /* each flooder writes a byte here once it ignores SIGTERM */
 	atomic_int stop;        /* set by the watchdog: the flooders return */
 };
 
@@ -455,11 +455,12 @@ static int flood_small_frames(void *arg)
 		batch[i].msg_hdr.msg_iov = &iov;
 		batch[i].msg_hdr.msg_iovlen = 1;
 	}
-	for (unsigned long i = 0; !atomic_load(&c->stop); i++) {
+	/* Ready before the first look at stop: a flooder started after the
+	 * watchdog bit must not leave the test waiting for it. */
+	if (write(c->ready, "r", 1) != 1)
+		return SETUP_FAILED;
+	while (!atomic_load(&c->stop))
 		sendmmsg(fd, batch, FLOOD_BATCH, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (i == 0 && write(c->ready, "r", 1) != 1)
-			return SETUP_FAILED;
-	}
 	return FLOOD_STOPPED;
 }
 
@@ -470,55 +471,45 @@ static void stop_flooding(void *arg)
 	atomic_store(&c->stop, 1);
 }
 
-static int fail_when_released(void *arg)
-{
-	return read_byte((int)(intptr_t)arg) < 0 ? SETUP_FAILED : 16;
-}
-
 /* The poller sends the SIGKILL at the end of the grace between two rounds;
  * each round reads at most the channel's capacity, or a flood would keep
- * it in one round forever.  The cancel comes from a sibling's failure. */
+ * it in one round forever.  The cancel comes from the test, not from a
+ * failing sibling: a sibling's report of its return code is a blocking
+ * send, which the flood would hold up for as long as it lasts.  The
+ * flooders' messages are not checked: with the channel raised past the
+ * library's budget, a flooder's frames may still be queued behind the
+ * others' when it is reaped. */
 static void test_flooding_task_is_still_killed_when_its_grace_ends(void **state)
 {
 	struct fixture *f = *state;
 	struct flood_control *c = shared_alloc(sizeof *c);
-	const struct errgroup_error *e;
 	struct watchdog dog;
-	int ready[2], gate[2], failing;
+	int ready[2];
 	bool bitten;
 
 	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(gate, O_CLOEXEC), 0);
 	c->ready = ready[1];
 	assert_int_equal(errgroup_set_grace_ms(f->g, 100), 0);
-	assert_int_equal(errgroup_set_cancel_on_error(f->g, true), 0);
 	/* From the first start on: errgroup_go drains the channel too. */
 	watchdog_start(&dog, stop_flooding, c);
-	failing = errgroup_go(f->g, fail_when_released, (void *)(intptr_t)gate[0]);
-	assert_true(failing >= 0);
 	for (int i = 0; i < FLOODERS; i++)
 		assert_true(errgroup_go(f->g, flood_small_frames, c) >= 0);
 	for (int i = 0; i < FLOODERS; i++)
 		assert_int_equal(read_byte(ready[0]), 'r');
-	gate_open_n(gate[1], 1);
-	e = errgroup_wait(f->g);
+	errgroup_cancel(f->g);
+	errgroup_wait(f->g);
 	bitten = watchdog_stop(&dog);
 	close(ready[0]);
 	close(ready[1]);
-	close(gate[0]);
-	close(gate[1]);
 	shared_free(c, sizeof *c);
 	if (bitten)
 		fail_msg("the poller never sent the SIGKILL: it kept reading the flood");
-	assert_non_null(e);
-	assert_int_equal(e->task, failing);
-	assert_int_equal(e->code, 16);
-	assert_int_equal(errgroup_error_count(f->g), FLOODERS + 1);
-	for (size_t i = 1; i <= FLOODERS; i++) {
-		e = errgroup_error_at(f->g, i);
+	assert_int_equal(errgroup_error_count(f->g), FLOODERS);
+	for (size_t i = 0; i < FLOODERS; i++) {
+		const struct errgroup_error *e = errgroup_error_at(f->g, i);
+
 		assert_int_equal(e->cause, ERRGROUP_CANCELED);
 		assert_int_equal(e->code, SIGKILL);
-		assert_string_equal(e->message, "flood");
 	}
 }
 
