@@ -42,11 +42,14 @@
  *
  * The channel is shared by the group's tasks, which is what makes it cost
  * a task no system call.  So a task can spoil it for its siblings: one that
- * calls shutdown() on it, shrinks its SO_SNDBUF or makes it non-blocking
+ * calls shutdown() on it, changes its SO_SNDBUF or makes it non-blocking
  * can cost them their messages and their full return codes (their exit
- * statuses still arrive, and so does every task's end), and one with
- * CAP_SYS_ADMIN can send frames in another task's name.  Tasks that must
- * not trust each other belong in different groups.
+ * statuses still arrive, and so does every task's end); one that floods
+ * it keeps a sibling's message waiting, and so that sibling's end, for as
+ * long as the flood lasts (a flooder is still killed on time by a cancel,
+ * a timeout or free); and one with CAP_SYS_ADMIN can send frames in
+ * another task's name.  Tasks that must not trust each other belong in
+ * different groups.
  */
 #ifndef ERRGROUP_H
 #define ERRGROUP_H
