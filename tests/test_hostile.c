@@ -654,6 +654,108 @@ static void test_frames_from_a_grandchild_are_dropped(void **state)
 	assert_string_equal(e->message, "returned 12");
 }
 
+/* ---- a stale event for a task already reaped (F3, scenario 21) ------------ */
+
+struct stale {
+	int ready;                  /* written once the grandchild exists */
+	int release[2];             /* the grandchild exits at end of file */
+};
+
+/* Leaves its lifeline's read end, which it keeps across exec and so
+ * across fork, with a grandchild that outlives it. */
+static int leave_a_grandchild_holding_the_lifeline(void *arg)
+{
+	const struct stale *s = arg;
+	pid_t pid = fork();
+	char c;
+
+	if (pid < 0)
+		return SETUP_FAILED;
+	if (pid == 0) {
+		close(s->release[1]);
+		while (read(s->release[0], &c, 1) < 0 && errno == EINTR)
+			;
+		_exit(0);
+	}
+	return write(s->ready, "r", 1) == 1 ? 0 : SETUP_FAILED;
+}
+
+static int succeed(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+/* Which of the first 1024 fds are open. */
+static void open_fds(bool open[1024])
+{
+	for (int fd = 0; fd < 1024; fd++)
+		open[fd] = fcntl(fd, F_GETFD) >= 0;
+}
+
+/* The one fd open now that was not in before, or -1. */
+static int new_fd(const bool before[1024])
+{
+	bool now[1024];
+	int found = -1;
+
+	open_fds(now);
+	for (int fd = 0; fd < 1024; fd++) {
+		if (now[fd] && !before[fd]) {
+			if (found >= 0)
+				return -1;
+			found = fd;
+		}
+	}
+	return found;
+}
+
+/*
+ * Without pidfds a task's exit is watched through the write end of its
+ * lifeline, one-shot, keyed by the task's index.  Here the task ends
+ * while a grandchild still holds the read end, so the sweep reaps it and
+ * the group closes its write end; the test holds a dup of that end, so the
+ * registration outlives the task, and fires when the grandchild goes.
+ * That event names a task that no longer exists: the group must drop it
+ * (an index is never reused), and go on with the next task.
+ */
+static void test_event_for_a_task_already_reaped_is_dropped(void **state)
+{
+	struct fixture *f = *state;
+	struct pollfd p = { .events = 0 };   /* POLLERR: no reader left */
+	bool before[1024];
+	struct stale s;
+	int ready[2], lifeline;
+
+	if (pidfd_supported())
+		skip();   /* a pidfd is the group's alone: no one can keep it alive */
+	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(s.release, O_CLOEXEC), 0);
+	s.ready = ready[1];
+	open_fds(before);
+	assert_int_equal(errgroup_go(f->g, leave_a_grandchild_holding_the_lifeline, &s), 0);
+	lifeline = new_fd(before);
+	assert_true(lifeline >= 0);
+	assert_int_equal(fcntl(lifeline, F_GETFL) & O_ACCMODE, O_WRONLY);
+	p.fd = fcntl(lifeline, F_DUPFD_CLOEXEC, 0);
+	assert_true(p.fd >= 0);
+	assert_int_equal(read_byte(ready[0]), 'r');
+	assert_null(errgroup_wait(f->g));
+
+	/* The grandchild goes: the write end, still registered, reports it. */
+	close(s.release[1]);
+	assert_int_equal(poll(&p, 1, 30000), 1);
+	assert_true(p.revents & POLLERR);
+	/* The next round takes the stale event. */
+	assert_int_equal(errgroup_go(f->g, succeed, NULL), 1);
+	assert_null(errgroup_wait(f->g));
+	assert_int_equal(errgroup_error_count(f->g), 0);
+	close(p.fd);
+	close(s.release[0]);
+	close(ready[0]);
+	close(ready[1]);
+}
+
 /* ---- a task that shuts the channel down ----------------------------------- */
 
 static uint64_t cpu_ns(clockid_t clock)
@@ -856,6 +958,7 @@ int main(void)
 		hostile_test(test_task_closing_stdout_and_stderr_is_still_heard),
 		hostile_test(test_task_closing_every_fd_is_reported_by_its_exit_status),
 		hostile_test(test_frames_from_a_grandchild_are_dropped),
+		hostile_test(test_event_for_a_task_already_reaped_is_dropped),
 		hostile_test(test_channel_shut_down_by_a_task_does_not_spin_the_parent),
 		hostile_test(test_task_freeing_its_inherited_group_does_not_hang),
 	};
