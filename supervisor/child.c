@@ -40,7 +40,7 @@ static int send_all(int fd, const void *buf, size_t len)
 /*
  * System calls go through syscall(), not libc's wrappers, for the reason
  * cleanstart.c gives: each wrapper is a page of libc's text that the child
- * has not mapped yet.  The gate signal's mask is computed by the parent,
+ * has not mapped yet.  The gate signal's number comes from the parent,
  * since SIGRTMIN is a libc call too.
  */
 _Noreturn void child_run(int channel, int lifeline, int gate_signal,

@@ -54,16 +54,22 @@ void wake_poller(errgroup *g)
 	while (n < 0 && errno == EINTR);
 }
 
+/* Whether the group's tasks need the waitid sweep (see above). */
+static bool needs_sweep(errgroup *g)
+{
+	return (!pidfd_supported() && g->running > 0) || g->unreapable > 0;
+}
+
 /* How long the poller may sleep: until the SIGKILL of a grace period,
- * a task's timer, the deadline or (without pidfds) the next sweep,
- * whichever comes first. */
+ * a task's timer, the deadline or the next sweep, whichever comes
+ * first. */
 static int timeout_ms(errgroup *g)
 {
 	uint64_t next = timer_next_ns(g), now;
 
 	if (g->kill_at_ns && (!next || g->kill_at_ns < next))
 		next = g->kill_at_ns;
-	if ((!pidfd_supported() && g->running > 0) || g->unreapable > 0) {
+	if (needs_sweep(g)) {
 		uint64_t sweep = g->swept_ns + SWEEP_MS * UINT64_C(1000000);
 
 		if (!next || sweep < next)
@@ -138,7 +144,7 @@ static void round_once(errgroup *g, bool block)
 	pthread_mutex_lock(&g->lock);
 	for (int i = 0; i < n; i++)
 		handle_event(g, events[i].data.u64);
-	if (!pidfd_supported() || g->unreapable > 0)
+	if (needs_sweep(g))
 		sweep(g);
 	if (g->kill_at_ns && g->kill_at_ns <= now_ns())
 		cancel_escalate(g);

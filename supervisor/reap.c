@@ -62,21 +62,14 @@ static void outcome_from_wstatus(struct outcome *o, int wstatus)
 	}
 }
 
-/*
- * Returns 1 with the outcome, 0 if the child has not exited yet.  With a
- * pidfd, it is called once the pidfd is readable: the child has exited,
- * and a dead child has no ptrace stop to report.  Without one it may be
- * called on a running child (the sweep), and a host that traces it would
- * lose a stop report to a plain waitid: it peeks first.
- */
+/* Returns 1 with the outcome, 0 if the child has not exited yet.  The
+ * child must be known to have exited (reap_task). */
 static int collect(struct task *t, struct outcome *o)
 {
 	siginfo_t si;
 	int r, wstatus;
 
 	memset(o, 0, sizeof *o);
-	if (t->pidfd < 0 && !task_has_exited(t))
-		return 0;
 	do {
 		memset(&si, 0, sizeof si);
 		if (t->pidfd >= 0)
@@ -148,15 +141,18 @@ bool reap_task(errgroup *g, struct task *t)
 	size_t size;
 	int code = 0;
 
+	/* With a pidfd, a task comes here once its pidfd is readable: it
+	 * has exited, and a dead child has no ptrace stop to report.  Without
+	 * one the sweep asks about running tasks, and a plain waitid would
+	 * take a stop report from a host that traces the task: peek first.
+	 * So for a stopped task, whose leftovers must not be killed before
+	 * it has exited. */
+	if ((t->pidfd < 0 || t->signaled) && !task_has_exited(t))
+		return false;
 	/* A stopped task's leftovers in its process group die with it;
-	 * while the leader is unreaped its group id cannot be reused.  Not
-	 * before the task has exited: the fallback sweep asks about tasks
-	 * still in their grace period. */
-	if (t->signaled) {
-		if (!task_has_exited(t))
-			return false;
+	 * while the leader is unreaped its group id cannot be reused. */
+	if (t->signaled)
 		task_signal(t, SIGKILL);
-	}
 	if (!collect(t, &o))
 		return false;
 	/* Every frame the child sent is queued by now. */
