@@ -3,11 +3,16 @@
  * runs the task, and errgroup_errorf.
  *
  * The child was made by glibc's fork(), which resets malloc and stdio
- * locks, and the fd registry's atfork handler has already closed every
- * library fd but the two this task needs: the group channel's shared end
- * and the read end of its lifeline.  The parent blocked all
- * signals before the fork, so no host signal handler can run here before
- * the dispositions are reset.
+ * locks.  It closes every library fd but the two this task needs, the
+ * group channel's shared end and the read end of its lifeline, from the
+ * copy of the fd registry that the fork took for it (fdreg.c).  The
+ * parent blocked all signals before the fork, so no host signal handler
+ * can run here before the dispositions are reset.
+ *
+ * Every page a child writes costs it a fault (parentmem.c), so until the
+ * task runs it writes only its stack and the two thread-locals below,
+ * which share a page with the thread id that the kernel has just written
+ * for the new process, and it runs no libc code (rawsyscall.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,8 +29,10 @@
 
 #include "internal.h"
 
-/* In a task: the group channel's shared end.  -1 elsewhere. */
-static int task_channel = -1;
+/* In a task: the group channel's shared end, and the lifeline's read end
+ * that it keeps; -1 elsewhere.  In the thread that runs the task. */
+static __thread int task_channel = -1;
+static __thread int task_lifeline = -1;
 
 static int send_all(int fd, const void *buf, size_t len)
 {
@@ -37,42 +44,54 @@ static int send_all(int fd, const void *buf, size_t len)
 	return n < 0 ? -errno : 0;
 }
 
+static _Noreturn void leave(int status)
+{
+	raw_syscall(SYS_exit_group, status, 0, 0, 0, 0, 0);
+	__builtin_unreachable();
+}
+
 /*
- * System calls go through syscall(), not libc's wrappers, for the reason
- * cleanstart.c gives: each wrapper is a page of libc's text that the child
- * has not mapped yet.  The gate signal's number comes from the parent,
- * since SIGRTMIN is a libc call too.
+ * The gate signal's number comes from the parent, since SIGRTMIN is a
+ * libc call.
  */
-_Noreturn void child_run(int channel, int lifeline, int gate_signal,
-			 errgroup_task *fn, void *arg)
+_Noreturn void child_run(const struct fdreg_snapshot *inherited, int channel, int lifeline,
+			 int gate_signal, errgroup_task *fn, void *arg)
 {
 	unsigned char frame[FRAME_HEADER_SIZE];
 	uint64_t gate = UINT64_C(1) << (gate_signal - 1), none = 0;
 	long n;
 	int r;
 
+	fdreg_close_snapshot(inherited, channel, lifeline);
+	/* A task of a task: the two fds its parent task kept are in no
+	 * registry of this process (fdreg.c starts a child's afresh). */
+	if (task_channel >= 0 && task_channel != channel && task_channel != lifeline)
+		raw_syscall(SYS_close, task_channel, 0, 0, 0, 0, 0);
+	if (task_lifeline >= 0 && task_lifeline != channel && task_lifeline != lifeline)
+		raw_syscall(SYS_close, task_lifeline, 0, 0, 0, 0, 0);
+	task_channel = channel;
+	task_lifeline = lifeline;
 	clean_start(31);
 	if (!lifeline_arm(lifeline))
-		_exit(127);
+		leave(127);
 	/* The start gate: the parent sends the gate signal once it holds our
 	 * pidfd, so that even a task that ends at once cannot be reaped by
 	 * someone else first.  Every signal is still blocked; should the
 	 * parent die meanwhile, the lifeline ends the wait. */
 	do
-		n = syscall(SYS_rt_sigtimedwait, &gate, NULL, NULL, sizeof gate);
-	while (n < 0 && errno == EINTR);
-	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
-	task_channel = channel;
+		n = raw_syscall(SYS_rt_sigtimedwait, (long)&gate, 0, 0, sizeof gate, 0, 0);
+	while (n == -EINTR);
+	raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&none, 0, sizeof none, 0, 0);
 
 	r = fn(arg);
 
-	fflush(NULL);
+	flush_pending_output();
 	if (r == 0)
-		_exit(0);
+		leave(0);
 	/* The exit status keeps 8 bits; the frame carries the whole value. */
 	frame_encode_header(frame, FRAME_RETURNED, r, 0);
 	send_all(channel, frame, sizeof frame);
-	_exit((r & 0xff) ? (r & 0xff) : 1);
+	leave((r & 0xff) ? (r & 0xff) : 1);
 }
 
 EXPORT int errgroup_errorf(int code, const char *fmt, ...)

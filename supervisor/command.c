@@ -11,9 +11,10 @@
  * sends no frames, so nothing needs it to be in the pid tree first.
  *
  * The child shares the parent's memory, so it may touch nothing the parent
- * relies on: it makes raw system calls only (libc's wrappers would run a
- * sanitizer's interceptors, which keep per-process books in that shared
- * memory), writes only to its own struct launch, and takes no lock.  All
+ * relies on: it makes raw system calls only (rawsyscall.c: libc's wrappers
+ * would run a sanitizer's interceptors, which keep per-process books in
+ * that shared memory, and set the parent thread's errno), writes only to
+ * its own struct launch, and takes no lock.  All
  * signals are blocked around the clone, so that no host handler runs in
  * it; it resets every disposition before it unblocks them.  The library's
  * fds are all O_CLOEXEC, so exec closes them: no atfork handler is needed,
@@ -78,13 +79,14 @@ static _Noreturn void child_fail(const struct launch *l, enum stage stage, int e
 	struct failure f = { stage, error };
 	bool missing = error == ENOENT || error == ENOTDIR;
 
-	syscall(SYS_write, l->report, &f, sizeof f);
-	syscall(SYS_exit_group, stage != STAGE_SETUP && missing ? 127 : 126);
+	raw_syscall(SYS_write, l->report, (long)&f, sizeof f, 0, 0, 0);
+	raw_syscall(SYS_exit_group, stage != STAGE_SETUP && missing ? 127 : 126, 0, 0, 0, 0, 0);
 	__builtin_unreachable();
 }
 
 /* Moves fd out of 0..2, which the program's stdio will take; closes the
- * old number, which the caller had not opened for the program. */
+ * old number, which the caller had not opened for the program.  Returns
+ * the new fd or -errno. */
 CHILD_SHARING_MEMORY
 static int move_up(int fd, bool cloexec)
 {
@@ -92,26 +94,29 @@ static int move_up(int fd, bool cloexec)
 
 	if (fd > 2)
 		return fd;
-	r = syscall(SYS_fcntl, fd, cloexec ? F_DUPFD_CLOEXEC : F_DUPFD, 3);
+	r = raw_syscall(SYS_fcntl, fd, cloexec ? F_DUPFD_CLOEXEC : F_DUPFD, 3, 0, 0, 0);
 	if (r >= 0)
-		syscall(SYS_close, fd);
+		raw_syscall(SYS_close, fd, 0, 0, 0, 0, 0);
 	return (int)r;
 }
 
 /* Makes fds 0, 1 and 2 what the caller asked for.  A source that is
  * itself one of 0..2 is first moved up, so that no target overwrites a
- * source still to be used (stdout and stderr swapped, say). */
+ * source still to be used (stdout and stderr swapped, say).  Returns 0 or
+ * -errno. */
 CHILD_SHARING_MEMORY
 static int set_stdio(const int *stdio)
 {
 	int src[3];
+	long r;
 
 	for (int i = 0; i < 3; i++) {
 		src[i] = stdio[i];
 		if (src[i] >= 0 && src[i] < 3 && src[i] != i) {
-			src[i] = (int)syscall(SYS_fcntl, src[i], F_DUPFD_CLOEXEC, 3);
-			if (src[i] < 0)
-				return -1;
+			r = raw_syscall(SYS_fcntl, src[i], F_DUPFD_CLOEXEC, 3, 0, 0, 0);
+			if (r < 0)
+				return (int)r;
+			src[i] = (int)r;
 		}
 	}
 	for (int i = 0; i < 3; i++) {
@@ -119,9 +124,10 @@ static int set_stdio(const int *stdio)
 			continue;
 		/* dup3 clears O_CLOEXEC on the copy; an fd already in place
 		 * needs it cleared by hand. */
-		if (src[i] == i ? syscall(SYS_fcntl, i, F_SETFD, 0) < 0 :
-				  syscall(SYS_dup3, src[i], i, 0) < 0)
-			return -1;
+		r = src[i] == i ? raw_syscall(SYS_fcntl, i, F_SETFD, 0, 0, 0, 0) :
+				  raw_syscall(SYS_dup3, src[i], i, 0, 0, 0, 0);
+		if (r < 0)
+			return (int)r;
 	}
 	return 0;
 }
@@ -137,8 +143,7 @@ static int exec_program(const struct launch *l)
 	int error = ENOENT;
 
 	for (char *const *file = l->files; *file; file++) {
-		syscall(SYS_execve, *file, argv, l->envp);
-		error = errno;
+		error = (int)-raw_syscall(SYS_execve, (long)*file, (long)argv, (long)l->envp, 0, 0, 0);
 		if (error == EACCES)
 			denied = true;
 		else if (error != ENOENT && error != ENOTDIR && error != ENAMETOOLONG)
@@ -152,21 +157,26 @@ static int launch_child(void *arg)
 {
 	struct launch *l = arg;
 	uint64_t none = 0;
+	int r;
 
 	/* Exec would reset the caught signals, but a signal taken before it
 	 * would run a host handler in the parent's memory. */
 	clean_start(_NSIG - 1);
-	l->report = move_up(l->report, true);
-	l->lifeline = move_up(l->lifeline, false);
-	if (l->report < 0 || l->lifeline < 0)
-		child_fail(l, STAGE_SETUP, errno);
+	r = move_up(l->report, true);
+	if (r < 0)
+		child_fail(l, STAGE_SETUP, -r);
+	l->report = r;
+	r = move_up(l->lifeline, false);
+	if (r < 0)
+		child_fail(l, STAGE_SETUP, -r);
+	l->lifeline = r;
 	if (!lifeline_arm(l->lifeline))
-		syscall(SYS_exit_group, 127);
-	if (l->cmd->stdio && set_stdio(l->cmd->stdio) < 0)
-		child_fail(l, STAGE_SETUP, errno);
-	if (l->cmd->dir && syscall(SYS_chdir, l->cmd->dir) < 0)
-		child_fail(l, STAGE_DIR, errno);
-	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
+		raw_syscall(SYS_exit_group, 127, 0, 0, 0, 0, 0);
+	if (l->cmd->stdio && (r = set_stdio(l->cmd->stdio)) < 0)
+		child_fail(l, STAGE_SETUP, -r);
+	if (l->cmd->dir && (r = (int)raw_syscall(SYS_chdir, (long)l->cmd->dir, 0, 0, 0, 0, 0)) < 0)
+		child_fail(l, STAGE_DIR, -r);
+	raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&none, 0, sizeof none, 0, 0);
 	child_fail(l, STAGE_EXEC, exec_program(l));
 }
 

@@ -4,26 +4,41 @@
  * A forked child inherits every fd of its parent, O_CLOEXEC or not, and a
  * function task never execs.  If a task kept the library's fds, it could
  * read or signal its siblings through their pidfds and channels, and hold
- * the parent's end of another task's channel open, which would defeat that
- * task's orphan lifeline (child.c).  So the library records each fd it
- * creates here, and an atfork child handler closes all of them in every
- * child that glibc's fork() makes: ours (except the one channel end the new
- * task needs) and the host's own.
+ * the write end of another task's lifeline open, which would defeat that
+ * task's orphan protection (lifeline.c).  So the library records each fd
+ * it creates here, and every child that glibc's fork() makes closes all of
+ * them: ours (but for the two fds the new task needs) and the host's own.
  *
  * Creation and registration happen under one lock that the atfork prepare
- * handler also takes, so a fork in another thread sees each fd either
- * created and registered or neither.  Closing happens under the same lock,
- * so a number is never unregistered while still open (a child would keep
- * it) nor left registered once free (a child would close a host fd that
- * took the number).
+ * handler also takes, and glibc holds it from that handler until the fork
+ * is over, so a fork in another thread sees each fd either created and
+ * registered or neither.  Closing happens under the same lock, so a number
+ * is never unregistered while still open (a child would keep it) nor left
+ * registered once free (a child would close a host fd that took the
+ * number).
+ *
+ * Where the books live.  The lock and the bits of fds below LOW_FDS are in
+ * parentmem (parentmem.c): a pidfd and a lifeline are registered and
+ * closed for every task, right after a fork, and on ordinary memory each
+ * of those writes was a copy-on-write fault.  A child sees zeroes there,
+ * so the prepare handler copies the bits, under the lock, for the child:
+ *   - the library's own fork (start.c) asks for them in a struct
+ *     fdreg_snapshot on its own stack, which the parent writes anyway, so
+ *     the copy costs no fault; child_run() closes what it lists;
+ *   - any other fork gets them in a static snapshot, which the atfork
+ *     child handler closes.
+ * Bits of fds from LOW_FDS up (a host with hundreds of live tasks) are in
+ * an ordinary heap array, which the child sees as it was at the fork: the
+ * snapshot only points at it.  A child starts with a registry of its own,
+ * empty, made the first time it uses the library.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/pidfd.h>
@@ -34,163 +49,300 @@
 #include "internal.h"
 
 #define BITS_PER_WORD 64
-#define STATIC_FDS 1024
 
-/*
- * Everything the registry writes on a task's start, in one small struct:
- * fork() write-protects every page the parent and the child share, and the
- * first write to each such page, on either side, is a copy-on-write fault
- * (about 2 us here).  The lock is written on both sides of every fork
- * anyway; the count and the bits of the first STATIC_FDS fds share its
- * page (256-byte alignment keeps the struct inside one page), and only
- * fds above that, which a host with hundreds of live tasks has, use a
- * second bitmap on the heap.
- */
-static struct {
+struct registry {
 	pthread_mutex_t lock;
-	size_t count;                   /* registered fds; more is freed at 0 */
-	uint64_t *more;                 /* bit fd - STATIC_FDS: the library holds fd */
-	size_t more_words;
-	uint64_t bits[STATIC_FDS / BITS_PER_WORD];   /* bit fd: likewise */
-} registry __attribute__((aligned(256))) = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	bool live;                      /* false in a child: its copy is zeroes */
+	pthread_t fork_holder;          /* the thread whose fork holds the lock */
+	struct fdreg_snapshot *requests;   /* forks of the library's own, under way */
+	size_t count;                   /* registered fds; high is freed at 0 */
+	uint64_t *high;                 /* bit fd - LOW_FDS: the library holds fd */
+	size_t high_words;
+	uint64_t low[LOW_FDS / BITS_PER_WORD];   /* bit fd: likewise */
+};
 
+/* Set once per process (again in a child, whose copy points at zeroes). */
+static struct registry *registry_now;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
-/* The fds that the thread calling fork() wants the new task to keep (the
- * channel's shared end and the lifeline's read end); -1 otherwise.
- * Thread-local, so the child (a copy of that thread) sees the values its
- * parent thread set.  (In the registry's page it would save the parent a
- * write to the TLS page, but errno is written there anyway, and our fork
- * would have to hold the lock across fork(): a recursive lock the child
- * cannot unlock, and must make anew, which TSan takes for a double lock.) */
-static __thread int fork_keep[2] = { -1, -1 };
+/* For forks that are not the library's own; written by the prepare
+ * handler under the lock, read by the child handler. */
+static struct fdreg_snapshot inherited;
+static bool inherited_valid;
 
-/* The word that holds fd's bit, or NULL if there is none yet. */
-static uint64_t *word_of(int fd)
-{
-	size_t w;
-
-	if (fd < STATIC_FDS)
-		return &registry.bits[fd / BITS_PER_WORD];
-	w = (size_t)(fd - STATIC_FDS) / BITS_PER_WORD;
-	return w < registry.more_words ? &registry.more[w] : NULL;
-}
-
-static void prepare(void)
-{
-	pthread_mutex_lock(&registry.lock);
-}
-
-static void parent(void)
-{
-	pthread_mutex_unlock(&registry.lock);
-}
-
-/* Closes fds first..last, all of them open and registered.  In a child,
- * through syscall(): see cleanstart.c. */
-static void close_run(int first, int last)
-{
-	if (syscall(SYS_close_range, (unsigned)first, (unsigned)last, 0) == 0)
-		return;
-	for (int fd = first; fd <= last; fd++)   /* ENOSYS: before Linux 5.9 */
-		close(fd);
-}
-
-/* Closes the registered fds of n bitmap words (base: the fd of the first
- * bit), but for the two to keep, in runs of consecutive fds: *first and
- * *last hold the run still open, which a gap ends.  Leaves the kept fds'
- * bits, and writes a word only if it changes: each page written in the
- * child is a copy-on-write fault. */
-static void close_words(uint64_t *words, size_t n, int base, int *first, int *last)
-{
-	for (size_t w = 0; w < n; w++) {
-		uint64_t bits = words[w], kept = 0;
-
-		while (bits) {
-			int bit = __builtin_ctzll(bits);
-			int fd = base + (int)(w * BITS_PER_WORD) + bit;
-
-			bits &= bits - 1;
-			if (fd == fork_keep[0] || fd == fork_keep[1]) {
-				kept |= UINT64_C(1) << bit;
-				continue;
-			}
-			if (fd != *last + 1) {
-				if (*first >= 0)
-					close_run(*first, *last);
-				*first = fd;
-			}
-			*last = fd;
-			registry.count--;
-		}
-		if (words[w] != kept)
-			words[w] = kept;
-	}
-}
-
-/*
- * Runs in the child, which has one thread: no lock can be contended, and
- * the one we hold is ours (taken in prepare).  A task's fds are mostly
- * consecutive (the library's own, then a pidfd and a lifeline per running
- * task), so it closes them in runs, one close_range each: with thousands
- * of tasks running, a close() per fd made every start cost O(tasks)
- * system calls.  The registry is left holding the two kept fds, which is
- * right for a task that forks or makes groups of its own.
- */
-static void child(void)
-{
-	int first = -1, last = -2;
-
-	close_words(registry.bits, STATIC_FDS / BITS_PER_WORD, 0, &first, &last);
-	close_words(registry.more, registry.more_words, STATIC_FDS, &first, &last);
-	if (first >= 0)
-		close_run(first, last);
-	pthread_mutex_unlock(&registry.lock);
-}
+static void prepare(void);
+static void parent(void);
+static void child(void);
 
 static void install_atfork(void)
 {
 	pthread_atfork(prepare, parent, child);
 }
 
-/* Called with the lock held; fd >= 0. */
-static int mark(int fd)
+/* The process's registry, made on first use; NULL if out of memory. */
+static struct registry *registry(void)
 {
-	uint64_t *word = word_of(fd);
+	struct registry *r = __atomic_load_n(&registry_now, __ATOMIC_ACQUIRE), *fresh;
+
+	if (r && r->live)
+		return r;
+	fresh = parentmem_alloc(sizeof *fresh);
+	if (!fresh)
+		return NULL;
+	pthread_mutex_init(&fresh->lock, NULL);
+	fresh->live = true;
+	/* A stale pointer (a child's) or none is replaced once; a thread
+	 * that loses the race uses the winner's.  A child's stale page is
+	 * left mapped: another of its threads may be reading it. */
+	if (!__atomic_compare_exchange_n(&registry_now, &r, fresh, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		pthread_mutex_destroy(&fresh->lock);
+		parentmem_free(fresh, sizeof *fresh);
+		return r;
+	}
+	return fresh;
+}
+
+/* The handlers are in place before any fd is registered, whichever
+ * thread registers it first. */
+static struct registry *lock(void)
+{
+	struct registry *r;
+
+	pthread_once(&atfork_once, install_atfork);
+	r = registry();
+	if (r)
+		pthread_mutex_lock(&r->lock);
+	return r;
+}
+
+static void unlock(struct registry *r)
+{
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* The registry a fork's handlers act on: live in the process that forks;
+ * NULL before the first use, and in a child that has not used the library
+ * yet. */
+static struct registry *at_fork(void)
+{
+	struct registry *r = __atomic_load_n(&registry_now, __ATOMIC_ACQUIRE);
+
+	return r && r->live ? r : NULL;
+}
+
+static void take_snapshot(struct registry *r, struct fdreg_snapshot *s)
+{
+	memcpy(s->low, r->low, sizeof s->low);
+	s->high = r->high;
+	s->high_words = r->high_words;
+}
+
+static void prepare(void)
+{
+	struct registry *r = at_fork();
+	struct fdreg_snapshot **p, *own = NULL;
+
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->lock);
+	r->fork_holder = pthread_self();
+	for (p = &r->requests; *p; p = &(*p)->next) {
+		if (pthread_equal((*p)->thread, r->fork_holder)) {
+			own = *p;
+			*p = own->next;
+			break;
+		}
+	}
+	if (own) {
+		take_snapshot(r, own);
+		own->taken = true;
+		return;
+	}
+	take_snapshot(r, &inherited);
+	inherited_valid = true;
+}
+
+/* Only the thread whose prepare took the lock releases it: a registry
+ * made by another thread during the fork was not locked. */
+static void parent(void)
+{
+	struct registry *r = at_fork();
+
+	if (!r || !pthread_equal(r->fork_holder, pthread_self()))
+		return;
+	r->fork_holder = 0;
+	if (inherited_valid)
+		inherited_valid = false;
+	unlock(r);
+}
+
+/* Closes fds first..last, in a child: raw system calls (rawsyscall.c). */
+static void close_run(int first, int last)
+{
+	if (raw_syscall(SYS_close_range, first, last, 0, 0, 0, 0) == 0)
+		return;
+	for (int fd = first; fd <= last; fd++)   /* ENOSYS: before Linux 5.9 */
+		raw_syscall(SYS_close, fd, 0, 0, 0, 0, 0);
+}
+
+/* Adds the fds of n bitmap words (base: the fd of the first bit) to the
+ * runs of consecutive fds to close, but for keep_a and keep_b: *first and
+ * *last hold the run still open, which a gap ends.  Reads only: each page
+ * a child writes is a copy-on-write fault. */
+static void close_words(const uint64_t *words, size_t n, int base, int keep_a, int keep_b,
+			int *first, int *last)
+{
+	for (size_t w = 0; w < n; w++) {
+		uint64_t bits = words[w];
+
+		while (bits) {
+			int fd = base + (int)(w * BITS_PER_WORD) + __builtin_ctzll(bits);
+
+			bits &= bits - 1;
+			if (fd == keep_a || fd == keep_b)
+				continue;
+			if (fd != *last + 1) {
+				if (*first >= 0)
+					close_run(*first, *last);
+				*first = fd;
+			}
+			*last = fd;
+		}
+	}
+}
+
+/*
+ * In a child: closes every fd that s lists, but keep_a and keep_b (-1:
+ * none).  A task's fds are mostly consecutive (the library's own, then a
+ * pidfd and a lifeline per running task), so they are closed in runs, one
+ * close_range each: with thousands of tasks running, a close() per fd made
+ * every start cost O(tasks) system calls.
+ */
+void fdreg_close_snapshot(const struct fdreg_snapshot *s, int keep_a, int keep_b)
+{
+	int first = -1, last = -2;
+
+	close_words(s->low, LOW_FDS / BITS_PER_WORD, 0, keep_a, keep_b, &first, &last);
+	close_words(s->high, s->high_words, LOW_FDS, keep_a, keep_b, &first, &last);
+	if (first >= 0)
+		close_run(first, last);
+}
+
+/*
+ * In the child of any fork.  The library's own fork closes its fds in
+ * child_run(), which knows which two to keep; any other closes them all
+ * here.  The registry the child inherited is zeroes, so the lock needs no
+ * release; where the kernel does not wipe (parentmem.c), the child's copy
+ * is cleared by hand, lock and all.
+ */
+static void child(void)
+{
+	struct registry *r;
+
+	if (inherited_valid) {
+		fdreg_close_snapshot(&inherited, -1, -1);
+		/* Or a fork of the library's own in this child would find
+		 * it, and close what are by then the child's fds. */
+		inherited_valid = false;
+	}
+	if (parentmem_wipes())
+		return;
+	r = at_fork();
+	if (!r)
+		return;
+	r->live = false;
+}
+
+/* The library's own fork is about to happen in this thread: its prepare
+ * handler will fill s (which must stay put until fork() returns) instead
+ * of the static snapshot.  With every signal blocked, so that no handler
+ * in this thread forks first and takes s.  Returns 0 or -ENOMEM. */
+int fdreg_snapshot_at_fork(struct fdreg_snapshot *s)
+{
+	struct registry *r = lock();
+
+	if (!r)
+		return -ENOMEM;
+	s->thread = pthread_self();
+	s->taken = false;
+	s->next = r->requests;
+	r->requests = s;
+	unlock(r);
+	return 0;
+}
+
+/* A fork that failed before its prepare handler ran leaves s listed. */
+void fdreg_snapshot_done(struct fdreg_snapshot *s)
+{
+	struct registry *r;
+	struct fdreg_snapshot **p;
+
+	if (s->taken)
+		return;
+	r = lock();
+	if (!r)
+		return;
+	for (p = &r->requests; *p; p = &(*p)->next) {
+		if (*p == s) {
+			*p = s->next;
+			break;
+		}
+	}
+	unlock(r);
+}
+
+/* The word that holds fd's bit, or NULL if there is none yet. */
+static uint64_t *word_of(struct registry *r, int fd)
+{
+	size_t w;
+
+	if (fd < LOW_FDS)
+		return &r->low[fd / BITS_PER_WORD];
+	w = (size_t)(fd - LOW_FDS) / BITS_PER_WORD;
+	return w < r->high_words ? &r->high[w] : NULL;
+}
+
+/* Called with the lock held; fd >= 0. */
+static int mark(struct registry *r, int fd)
+{
+	uint64_t *word = word_of(r, fd);
 
 	if (!word) {
-		size_t w = (size_t)(fd - STATIC_FDS) / BITS_PER_WORD;
-		size_t words = registry.more_words ? registry.more_words : 16;
+		size_t w = (size_t)(fd - LOW_FDS) / BITS_PER_WORD;
+		size_t words = r->high_words ? r->high_words : 16;
 		uint64_t *grown;
 
 		while (words <= w)
 			words *= 2;
-		grown = realloc(registry.more, words * sizeof *grown);
+		/* A child reading the old array through a snapshot reads its
+		 * own copy of the heap: moving it here does not disturb it. */
+		grown = realloc(r->high, words * sizeof *grown);
 		if (!grown)
 			return -ENOMEM;
-		for (size_t i = registry.more_words; i < words; i++)
+		for (size_t i = r->high_words; i < words; i++)
 			grown[i] = 0;
-		registry.more = grown;
-		registry.more_words = words;
+		r->high = grown;
+		r->high_words = words;
 		word = &grown[w];
 	}
 	*word |= UINT64_C(1) << (fd % BITS_PER_WORD);
-	registry.count++;
+	r->count++;
 	return 0;
 }
 
-static void unmark(int fd)
+static void unmark(struct registry *r, int fd)
 {
-	uint64_t *word = word_of(fd);
+	uint64_t *word = word_of(r, fd);
 	uint64_t bit = UINT64_C(1) << (fd % BITS_PER_WORD);
 
 	if (!word || !(*word & bit))
 		return;
 	*word &= ~bit;
-	if (--registry.count == 0 && registry.more) {
-		free(registry.more);
-		registry.more = NULL;
-		registry.more_words = 0;
+	if (--r->count == 0 && r->high) {
+		free(r->high);
+		r->high = NULL;
+		r->high_words = 0;
 	}
 }
 
@@ -215,141 +367,151 @@ static int above_stdio(int fd)
 }
 
 /* Registers fd (or closes it and returns the error); lock held. */
-static int adopt(int fd)
+static int adopt(struct registry *r, int fd)
 {
-	int r;
+	int ret;
 
 	fd = above_stdio(fd);
 	if (fd < 0)
 		return -errno;
-	r = mark(fd);
-	if (r < 0) {
+	ret = mark(r, fd);
+	if (ret < 0) {
 		close(fd);
-		return r;
+		return ret;
 	}
 	return fd;
 }
 
-static void lock(void)
-{
-	pthread_once(&atfork_once, install_atfork);
-	pthread_mutex_lock(&registry.lock);
-}
-
-/* Registers both fds of a pair just created (r = the creating call's
+/* Registers both fds of a pair just created (ret = the creating call's
  * result), or closes them and returns the error.  Lock held. */
-static int adopt_pair(int r, int sv[2], int ret[2])
+static int adopt_pair(struct registry *r, int ret, int sv[2], int out[2])
 {
-	if (r < 0)
+	if (ret < 0)
 		return -errno;
 	sv[0] = above_stdio(sv[0]);
 	if (sv[0] < 0) {
-		r = -errno;
+		ret = -errno;
 		close(sv[1]);
-		return r;
+		return ret;
 	}
 	sv[1] = above_stdio(sv[1]);
 	if (sv[1] < 0) {
-		r = -errno;
+		ret = -errno;
 		close(sv[0]);
-		return r;
+		return ret;
 	}
-	r = mark(sv[0]);
-	if (r == 0)
-		r = mark(sv[1]);
-	if (r < 0) {
-		unmark(sv[0]);
+	ret = mark(r, sv[0]);
+	if (ret == 0)
+		ret = mark(r, sv[1]);
+	if (ret < 0) {
+		unmark(r, sv[0]);
 		close(sv[0]);
 		close(sv[1]);
-		return r;
+		return ret;
 	}
-	ret[0] = sv[0];
-	ret[1] = sv[1];
+	out[0] = sv[0];
+	out[1] = sv[1];
 	return 0;
 }
 
-int fdreg_socketpair(int ret[2])
+int fdreg_socketpair(int out[2])
 {
-	int sv[2], r;
+	struct registry *r = lock();
+	int sv[2], ret;
 
-	lock();
-	r = adopt_pair(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), sv, ret);
-	pthread_mutex_unlock(&registry.lock);
-	return r;
+	if (!r)
+		return -ENOMEM;
+	ret = adopt_pair(r, socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), sv, out);
+	unlock(r);
+	return ret;
 }
 
-int fdreg_pipe(int ret[2])
+int fdreg_pipe(int out[2])
 {
-	int p[2], r;
+	struct registry *r = lock();
+	int p[2], ret;
 
-	lock();
-	r = adopt_pair(pipe2(p, O_CLOEXEC), p, ret);
-	pthread_mutex_unlock(&registry.lock);
-	return r;
+	if (!r)
+		return -ENOMEM;
+	ret = adopt_pair(r, pipe2(p, O_CLOEXEC), p, out);
+	unlock(r);
+	return ret;
+}
+
+/* The single-fd creators: each makes its fd and registers it under the
+ * lock.  kind: what to create. */
+enum fd_kind { FD_EPOLL, FD_EVENTFD, FD_PIDFD };
+
+static int create(enum fd_kind kind, pid_t pid)
+{
+	struct registry *r = lock();
+	int fd;
+
+	if (!r)
+		return -ENOMEM;
+	switch (kind) {
+	case FD_EPOLL:
+		fd = epoll_create1(EPOLL_CLOEXEC);
+		break;
+	case FD_EVENTFD:
+		fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		break;
+	default:
+		fd = pidfd_open(pid, 0);   /* pidfds are always O_CLOEXEC */
+		break;
+	}
+	fd = adopt(r, fd);
+	unlock(r);
+	return fd;
 }
 
 int fdreg_epoll_create(void)
 {
-	int fd;
-
-	lock();
-	fd = adopt(epoll_create1(EPOLL_CLOEXEC));
-	pthread_mutex_unlock(&registry.lock);
-	return fd;
+	return create(FD_EPOLL, 0);
 }
 
 int fdreg_eventfd(void)
 {
-	int fd;
-
-	lock();
-	fd = adopt(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-	pthread_mutex_unlock(&registry.lock);
-	return fd;
+	return create(FD_EVENTFD, 0);
 }
 
 int fdreg_pidfd_open(pid_t pid)
 {
-	int fd;
-
-	lock();
-	fd = adopt(pidfd_open(pid, 0));   /* pidfds are always O_CLOEXEC */
-	pthread_mutex_unlock(&registry.lock);
-	return fd;
+	return create(FD_PIDFD, pid);
 }
 
+/* Closes a registered fd.  The registry exists: the fd was registered. */
 void fdreg_close(int fd)
 {
+	struct registry *r;
+
 	if (fd < 0)
 		return;
-	lock();
-	unmark(fd);
+	r = lock();
+	if (r)
+		unmark(r, fd);
 	close(fd);
-	pthread_mutex_unlock(&registry.lock);
-}
-
-void fdreg_set_fork_keep(int a, int b)
-{
-	fork_keep[0] = a;
-	fork_keep[1] = b;
+	if (r)
+		unlock(r);
 }
 
 /* For a child started by clone(), which runs no atfork handler: the pidfd
  * that clone returns must be registered before any other thread can fork,
  * so command.c clones with the registry locked and adopts the pidfd
- * before it unlocks. */
+ * before it unlocks.  The caller has registered fds already, so the
+ * registry exists. */
 void fdreg_lock(void)
 {
-	lock();
+	pthread_mutex_lock(&registry_now->lock);
 }
 
 void fdreg_unlock(void)
 {
-	pthread_mutex_unlock(&registry.lock);
+	unlock(registry_now);
 }
 
 /* Registers fd, or closes it and returns the error; fdreg_lock held. */
 int fdreg_adopt_locked(int fd)
 {
-	return adopt(fd);
+	return adopt(registry_now, fd);
 }

@@ -1,10 +1,11 @@
 /*
- * group.c - the group object: creation, settings, the error list, and
- * errgroup_free.
+ * group.c - the group object: creation, settings, the error list, the
+ * stock of task structs, and errgroup_free.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -48,10 +49,49 @@ struct task *task_find_pid(errgroup *g, pid_t pid)
  * inheritor's, and its fds were closed in the child (fdreg.c).  Asked
  * before g->lock is taken: another thread of the parent may have held the
  * lock at the fork, and in the child no one would ever release it.  The
- * owner never changes, so reading it needs no lock. */
+ * group is in parentmem, which reads as zeroes in a child, so no system
+ * call is needed to tell; where the kernel does not wipe, the owner's pid
+ * does.  Neither field ever changes, so reading them needs no lock. */
 bool group_is_foreign(const errgroup *g)
 {
-	return g->owner != getpid();
+	if (!g->live)
+		return true;
+	return !parentmem_wipes() && g->owner != getpid();
+}
+
+/* A task struct from the stock, zeroed but for the fds; NULL if out of
+ * memory.  Lock held. */
+struct task *task_alloc(errgroup *g)
+{
+	struct task *t = g->free_tasks;
+
+	if (!t) {
+		struct task_chunk *c = parentmem_alloc(sizeof *c);
+
+		if (!c)
+			return NULL;
+		c->next = g->task_chunks;
+		g->task_chunks = c;
+		for (int i = TASKS_PER_CHUNK - 1; i >= 0; i--) {
+			c->tasks[i].next_free = t;
+			t = &c->tasks[i];
+		}
+	}
+	g->free_tasks = t->next_free;
+	memset(t, 0, sizeof *t);
+	t->pidfd = -1;
+	t->lifeline = -1;
+	return t;
+}
+
+/* Closes what t holds and returns it to the stock.  Lock held. */
+void task_release(errgroup *g, struct task *t)
+{
+	fdreg_close(t->pidfd);
+	fdreg_close(t->lifeline);
+	free(t->message);
+	t->next_free = g->free_tasks;
+	g->free_tasks = t;
 }
 
 EXPORT errgroup *errgroup_new(void)
@@ -60,9 +100,10 @@ EXPORT errgroup *errgroup_new(void)
 	errgroup *g;
 	int r;
 
-	g = calloc(1, sizeof *g);
+	g = parentmem_alloc(sizeof *g);
 	if (!g)
 		return NULL;
+	g->live = true;
 	pthread_mutex_init(&g->lock, NULL);
 	pthread_cond_init(&g->changed, NULL);
 	g->owner = getpid();
@@ -107,7 +148,7 @@ fail_close_epoll:
 fail:
 	pthread_cond_destroy(&g->changed);
 	pthread_mutex_destroy(&g->lock);
-	free(g);
+	parentmem_free(g, sizeof *g);
 	errno = -r;
 	return NULL;
 }
@@ -204,9 +245,10 @@ EXPORT void errgroup_free(errgroup *g)
 	 * end.  The fds were closed at fork (fdreg.c), and the lock may be
 	 * held by a thread that does not exist here, and waited on by
 	 * others: destroying it is undefined, and glibc's
-	 * pthread_cond_destroy would wait for those waiters forever. */
+	 * pthread_cond_destroy would wait for those waiters forever.  (Where
+	 * the kernel wipes parentmem, the child's copy is zeroes anyway.) */
 	if (group_is_foreign(g)) {
-		free(g);
+		parentmem_free(g, sizeof *g);
 		return;
 	}
 	supervisor_stop(g);
@@ -215,7 +257,19 @@ EXPORT void errgroup_free(errgroup *g)
 		RB_REMOVE(pid_tree, &g->tasks_by_pid, t);
 		task_signal(t, SIGKILL);
 		reap_killed(t);
-		task_free(t);
+		task_release(g, t);
+	}
+	while (g->task_chunks) {
+		struct task_chunk *c = g->task_chunks;
+
+		g->task_chunks = c->next;
+		parentmem_free(c, sizeof *c);
+	}
+	while (g->spare_ends) {
+		struct task_end *e = g->spare_ends;
+
+		g->spare_ends = e->next_spare;
+		free(e);
 	}
 	fdreg_close(g->channel_rx);
 	fdreg_close(g->channel_tx);
@@ -233,5 +287,5 @@ EXPORT void errgroup_free(errgroup *g)
 	free(g->errors);
 	pthread_cond_destroy(&g->changed);
 	pthread_mutex_destroy(&g->lock);
-	free(g);
+	parentmem_free(g, sizeof *g);
 }

@@ -19,6 +19,12 @@
  * after a grace period), the group starts a supervisor thread
  * (supervisor.c), which then keeps the poller role for good.
  *
+ * Memory.  The group and its tasks live in parentmem (parentmem.c), which
+ * a forked child does not share, so the parent's bookkeeping after each
+ * fork costs no copy-on-write fault; what the caller is handed (errors,
+ * their messages, the ended queue) is ordinary heap memory, which a later
+ * task may read.
+ *
  * Locking.  g->lock protects every field of the group and of its tasks,
  * except those marked otherwise.  It is never held across fork() or a
  * blocking epoll_wait().  The fd registry (fdreg.c) has its own lock, taken
@@ -43,13 +49,16 @@
  * write the parent's books. */
 #define CHILD_SHARING_MEMORY __attribute__((no_sanitize("address", "thread", "undefined")))
 
-/* How a task ended, as the group keeps it: allocated when the task
- * starts, so that recording its end never allocates. */
+/* How a task ended, as the group keeps it: one for each failure, and
+ * one for each end while errgroup_fd's queue exists.  Taken from a stock
+ * that start_task fills (g->spare_ends), so that recording an end never
+ * allocates. */
 struct task_end {
 	struct errgroup_error error;   /* set when it failed */
 	struct errgroup_exit exit;
 	bool failed;                   /* then it is in g->errors, which owns it */
 	TAILQ_ENTRY(task_end) queued;  /* in g->ended until errgroup_reap takes it */
+	struct task_end *next_spare;   /* in g->spare_ends, until used */
 	char description[128];         /* error.message points here, or to the
 	                                  task's own message (then allocated) */
 };
@@ -72,7 +81,14 @@ struct task {
 	bool returned;              /* it sent a RETURNED frame: */
 	int returned_code;          /*   fn's return value */
 	char *message;              /* the last message it sent, or NULL */
-	struct task_end *end;
+	struct task *next_free;     /* in g->free_tasks, while not in use */
+};
+
+/* Tasks are carved from chunks of parentmem, kept until errgroup_free. */
+#define TASKS_PER_CHUNK 64
+struct task_chunk {
+	struct task_chunk *next;
+	struct task tasks[TASKS_PER_CHUNK];
 };
 
 RB_HEAD(task_tree, task);
@@ -86,6 +102,7 @@ int task_compare_timer(const struct task *a, const struct task *b);
 RB_PROTOTYPE(timer_tree, task, by_timer, task_compare_timer)
 
 struct errgroup {
+	bool live;                  /* true; a forked child reads false (parentmem) */
 	pthread_mutex_t lock;
 	pthread_cond_t changed;     /* broadcast when a task ends, the poller role
 	                               frees, or the group is canceled */
@@ -121,6 +138,10 @@ struct errgroup {
 	                               valid; capacity covers every running
 	                               task (start.c) */
 	size_t error_count, error_capacity;
+	struct task_end *spare_ends;   /* at least one per running task */
+	size_t spare_count;
+	struct task *free_tasks;
+	struct task_chunk *task_chunks;
 
 	int ended_fd;               /* errgroup_fd's eventfd; -1 until asked */
 	struct end_queue ended;     /* for errgroup_reap, while ended_fd >= 0 */
@@ -140,16 +161,26 @@ uint64_t event_key(int index, enum event_kind kind);
 bool group_is_foreign(const errgroup *g);
 struct task *task_find(errgroup *g, int index);
 struct task *task_find_pid(errgroup *g, pid_t pid);
+struct task *task_alloc(errgroup *g);
+void task_release(errgroup *g, struct task *t);
 
 /* The signal that opens a child's start gate (start.c, child.c). */
 #define SIGNAL_GATE SIGRTMIN
 
 /* child.c: runs in the child after fork; never returns. */
-_Noreturn void child_run(int channel, int lifeline, int gate_signal,
-			 errgroup_task *fn, void *arg);
+struct fdreg_snapshot;
+_Noreturn void child_run(const struct fdreg_snapshot *inherited, int channel, int lifeline,
+			 int gate_signal, errgroup_task *fn, void *arg);
+
+/* flush.c: stdio output that would otherwise be lost or written twice. */
+void flush_pending_output(void);
 
 /* cleanstart.c */
 void clean_start(int last_signal);
+bool stat_signals_set(const char *text, uint64_t *ret);
+
+/* rawsyscall.c: the result or -errno, without libc (see there). */
+long raw_syscall(long number, long a, long b, long c, long d, long e, long f);
 
 /* lifeline.c: in a new child, before the task runs; false if the parent
  * process is already gone. */
@@ -161,7 +192,6 @@ void channel_drain(errgroup *g);
 
 /* reap.c */
 bool reap_task(errgroup *g, struct task *t);
-void task_free(struct task *t);
 
 /* poll.c */
 uint64_t now_ns(void);
@@ -191,8 +221,8 @@ void ended_free(errgroup *g);
 
 /* start.c: what both kinds of task share.  A spawn_fn starts the child
  * for what (a function call, a command), fills in t->pid, t->pidfd,
- * t->lifeline and t->at_gate, and returns 0 or a negative errno with
- * nothing left behind.  It runs without the group lock. */
+ * t->lifeline, t->at_gate and t->message, and returns 0 or a negative
+ * errno with nothing left behind.  It runs without the group lock. */
 typedef int spawn_fn(errgroup *g, const void *what, struct task *t);
 int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block);
 void abort_child(pid_t pid);
@@ -219,16 +249,33 @@ size_t frame_encode_header(unsigned char *buf, enum frame_type type, int code, s
 int frame_decode(const unsigned char *buf, size_t len, struct frame *ret);
 
 /* fdreg.c: every fd the library creates, so that children close them all. */
+#define LOW_FDS 1024
+struct fdreg_snapshot {        /* which fds were the library's at a fork */
+	uint64_t low[LOW_FDS / 64];
+	const uint64_t *high;       /* fds from LOW_FDS up: the registry's array,
+	                               as the child's copy of the heap holds it */
+	size_t high_words;
+	pthread_t thread;           /* the thread that forks */
+	bool taken;                 /* filled in by the prepare handler */
+	struct fdreg_snapshot *next;
+};
 int fdreg_socketpair(int ret[2]);
 int fdreg_pipe(int ret[2]);
 int fdreg_epoll_create(void);
 int fdreg_eventfd(void);
 int fdreg_pidfd_open(pid_t pid);
 void fdreg_close(int fd);
-void fdreg_set_fork_keep(int a, int b);
+int fdreg_snapshot_at_fork(struct fdreg_snapshot *s);
+void fdreg_snapshot_done(struct fdreg_snapshot *s);
+void fdreg_close_snapshot(const struct fdreg_snapshot *s, int keep_a, int keep_b);
 void fdreg_lock(void);
 void fdreg_unlock(void);
 int fdreg_adopt_locked(int fd);
+
+/* parentmem.c: memory a forked child does not share. */
+void *parentmem_alloc(size_t size);
+void parentmem_free(void *p, size_t size);
+bool parentmem_wipes(void);
 
 /* pidfd.c */
 bool pidfd_supported(void);

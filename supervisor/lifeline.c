@@ -3,9 +3,7 @@
  *
  * Shared by both ways a task starts: a forked child that runs a function
  * (child.c) and a command started by clone (command.c).  It makes raw
- * system calls, not libc's wrappers, because a command's child shares the
- * parent's memory until it execs: a sanitizer's interceptor there would
- * update the parent's bookkeeping.
+ * system calls only (rawsyscall.c says why).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -34,15 +32,15 @@ bool lifeline_arm(int lifeline)
 {
 	struct pollfd p = { .fd = lifeline, .events = POLLIN };
 	struct timespec now = { 0, 0 };
-	long pid = syscall(SYS_getpid);
+	long pid = raw_syscall(SYS_getpid, 0, 0, 0, 0, 0, 0);
 
 	/* Kept open across exec, so that a task that execs a program keeps
 	 * its lifeline: the owner and signal belong to the open file. */
-	if (syscall(SYS_fcntl, lifeline, F_SETSIG, SIGKILL) < 0 ||
-	    syscall(SYS_fcntl, lifeline, F_SETOWN, -pid) < 0 ||
-	    syscall(SYS_fcntl, lifeline, F_SETFL, O_ASYNC) < 0 ||
-	    syscall(SYS_fcntl, lifeline, F_SETFD, 0) < 0)
+	if (raw_syscall(SYS_fcntl, lifeline, F_SETSIG, SIGKILL, 0, 0, 0) < 0 ||
+	    raw_syscall(SYS_fcntl, lifeline, F_SETOWN, -pid, 0, 0, 0) < 0 ||
+	    raw_syscall(SYS_fcntl, lifeline, F_SETFL, O_ASYNC, 0, 0, 0) < 0 ||
+	    raw_syscall(SYS_fcntl, lifeline, F_SETFD, 0, 0, 0, 0) < 0)
 		return true;   /* no lifeline, but the task can run */
 	/* The parent may have died before the arming. */
-	return syscall(SYS_ppoll, &p, 1, &now, NULL, 0) == 0;
+	return raw_syscall(SYS_ppoll, (long)&p, 1, (long)&now, 0, 0, 0) == 0;
 }

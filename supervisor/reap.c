@@ -93,23 +93,86 @@ static int collect(struct task *t, struct outcome *o)
 	return 1;
 }
 
+/* An end record from the stock that start_task keeps full: one for every
+ * running task.  Lock held. */
+static struct task_end *take_spare(errgroup *g)
+{
+	struct task_end *e = g->spare_ends;
+
+	g->spare_ends = e->next_spare;
+	g->spare_count--;
+	e->failed = false;
+	e->exit.error = NULL;
+	return e;
+}
+
+/* How a task ended, as the group reports it. */
+struct verdict {
+	enum errgroup_cause cause;  /* 0: a success */
+	int code;
+	const char *prefix;         /* of the description of its status */
+	bool returned;              /* described as "returned CODE" instead */
+};
+
+static struct verdict judge(const struct task *t, const struct outcome *o)
+{
+	struct verdict v = { 0, 0, "", false };
+	int status_code = o->lost ? -1 : o->code;
+
+	if (t->timed_out) {
+		/* Even a clean exit: it did not finish in its time. */
+		v.cause = ERRGROUP_TIMEOUT;
+		v.code = status_code;
+		v.prefix = "timed out: ";
+	} else if (!o->lost && !o->killed && o->code == 0) {
+		v.cause = 0;
+	} else if (t->signaled) {
+		v.cause = ERRGROUP_CANCELED;
+		v.code = status_code;
+		v.prefix = "canceled: ";
+	} else if (o->lost && !t->returned) {
+		/* A task that returned nonzero said so on the channel; its
+		 * code does not need the status. */
+		v.cause = ERRGROUP_EXITED;
+		v.code = -1;
+	} else if (o->killed) {
+		v.cause = ERRGROUP_SIGNALED;
+		v.code = o->code;
+	} else if (t->returned) {
+		v.cause = ERRGROUP_RETURNED;
+		v.code = t->returned_code;
+		v.returned = true;
+	} else {
+		v.cause = ERRGROUP_EXITED;
+		v.code = o->code;
+	}
+	return v;
+}
+
 /* Files t's end where it belongs: the error list if it failed, the queue
- * for errgroup_reap if the caller asked for one; freed if neither. */
-static void record_end(errgroup *g, struct task *t, enum errgroup_cause cause, int code,
+ * for errgroup_reap if the caller asked for one; a success that nobody
+ * asked about is not recorded at all. */
+static void record_end(errgroup *g, struct task *t, const struct verdict *v,
 		       const struct outcome *o)
 {
-	struct task_end *e = t->end;
+	struct task_end *e;
 
-	t->end = NULL;
+	if (!v->cause && g->ended_fd < 0)
+		return;
+	e = take_spare(g);
 	e->exit.task = t->index;
 	e->exit.pid = t->pid;
 	e->exit.status = outcome_wstatus(o);
-	if (cause) {
+	if (v->cause) {
 		e->failed = true;
 		e->error.task = t->index;
 		e->error.pid = t->pid;
-		e->error.cause = cause;
-		e->error.code = code;
+		e->error.cause = v->cause;
+		e->error.code = v->code;
+		if (v->returned)
+			snprintf(e->description, sizeof e->description, "returned %d", v->code);
+		else
+			describe_end(e->description, sizeof e->description, v->prefix, o);
 		if (t->message) {
 			e->error.message = t->message;
 			t->message = NULL;
@@ -122,9 +185,7 @@ static void record_end(errgroup *g, struct task *t, enum errgroup_cause cause, i
 	}
 	if (g->ended_fd >= 0)
 		ended_push(g, e);
-	else if (!e->failed)
-		free(e);
-	if (cause && cause != ERRGROUP_CANCELED && g->cancel_on_error)
+	if (v->cause && v->cause != ERRGROUP_CANCELED && g->cancel_on_error)
 		group_cancel_locked(g);
 }
 
@@ -136,10 +197,7 @@ static void record_end(errgroup *g, struct task *t, enum errgroup_cause cause, i
 bool reap_task(errgroup *g, struct task *t)
 {
 	struct outcome o;
-	enum errgroup_cause cause;
-	char *description;
-	size_t size;
-	int code = 0;
+	struct verdict v;
 
 	/* With a pidfd, a task comes here once its pidfd is readable: it
 	 * has exited, and a dead child has no ptrace stop to report.  Without
@@ -155,41 +213,14 @@ bool reap_task(errgroup *g, struct task *t)
 		task_signal(t, SIGKILL);
 	if (!collect(t, &o))
 		return false;
-	/* Every frame the child sent is queued by now. */
-	channel_drain(g);
-
-	description = t->end->description;
-	size = sizeof t->end->description;
-	if (t->timed_out) {
-		/* Even a clean exit: it did not finish in its time. */
-		cause = ERRGROUP_TIMEOUT;
-		code = o.lost ? -1 : o.code;
-		describe_end(description, size, "timed out: ", &o);
-	} else if (!o.lost && !o.killed && o.code == 0) {
-		cause = 0;
-	} else if (t->signaled) {
-		cause = ERRGROUP_CANCELED;
-		code = o.lost ? -1 : o.code;
-		describe_end(description, size, "canceled: ", &o);
-	} else if (o.lost && !t->returned) {
-		/* A task that returned nonzero said so on the channel; its
-		 * code does not need the status. */
-		cause = ERRGROUP_EXITED;
-		code = -1;
-		describe_end(description, size, "", &o);
-	} else if (o.killed) {
-		cause = ERRGROUP_SIGNALED;
-		code = o.code;
-		describe_end(description, size, "", &o);
-	} else if (t->returned) {
-		cause = ERRGROUP_RETURNED;
-		code = t->returned_code;
-		snprintf(description, size, "returned %d", code);
-	} else {
-		cause = ERRGROUP_EXITED;
-		code = o.code;
-		describe_end(description, size, "", &o);
-	}
+	/* Every frame the child sent is queued by now, and they matter only
+	 * if it failed: a RETURNED frame carries its whole code, a message
+	 * its text.  A clean exit's frames are left to the next round, which
+	 * drops them (their sender is no longer a task); so a task that
+	 * sends nothing costs no read. */
+	if (t->timed_out || o.lost || o.killed || o.code != 0)
+		channel_drain(g);
+	v = judge(t, &o);
 
 	RB_REMOVE(task_tree, &g->tasks, t);
 	RB_REMOVE(pid_tree, &g->tasks_by_pid, t);
@@ -197,17 +228,8 @@ bool reap_task(errgroup *g, struct task *t)
 	g->running--;
 	if (t->unreapable)
 		g->unreapable--;
-	record_end(g, t, cause, code, &o);
-	task_free(t);
+	record_end(g, t, &v, &o);
+	task_release(g, t);
 	pthread_cond_broadcast(&g->changed);
 	return true;
-}
-
-void task_free(struct task *t)
-{
-	fdreg_close(t->pidfd);
-	fdreg_close(t->lifeline);
-	free(t->message);
-	free(t->end);
-	free(t);
 }

@@ -46,33 +46,54 @@ void abort_child(pid_t pid)
 	while (r < 0 && errno == EINTR);
 }
 
-/* Makes room in the error list for every task that may fail, so that
- * recording an error never fails for want of memory.  Lock held. */
-static int reserve_errors(errgroup *g)
+/*
+ * Makes sure that every task that may end can be recorded without an
+ * allocation: room in the error list, and a spare end record for each
+ * task that is running or starting, this one included.  In a group whose
+ * tasks succeed the stock stays full and this allocates nothing.  Lock
+ * held.
+ */
+static int reserve_records(errgroup *g)
 {
-	size_t need = g->error_count + (size_t)g->running + (size_t)g->starting + 1;
+	size_t tasks = (size_t)g->running + (size_t)g->starting + 1;
+	size_t need = g->error_count + tasks;
 	struct task_end **grown;
 	size_t capacity;
 
-	if (need <= g->error_capacity)
-		return 0;
-	capacity = g->error_capacity ? g->error_capacity * 2 : 16;
-	while (capacity < need)
-		capacity *= 2;
-	grown = realloc(g->errors, capacity * sizeof *grown);
-	if (!grown)
-		return -ENOMEM;
-	g->errors = grown;
-	g->error_capacity = capacity;
+	if (need > g->error_capacity) {
+		capacity = g->error_capacity ? g->error_capacity * 2 : 16;
+		while (capacity < need)
+			capacity *= 2;
+		grown = realloc(g->errors, capacity * sizeof *grown);
+		if (!grown)
+			return -ENOMEM;
+		g->errors = grown;
+		g->error_capacity = capacity;
+	}
+	while (g->spare_count < tasks) {
+		struct task_end *e = malloc(sizeof *e);
+
+		if (!e)
+			return -ENOMEM;
+		e->next_spare = g->spare_ends;
+		g->spare_ends = e;
+		g->spare_count++;
+	}
 	return 0;
 }
 
-/* Forks the child, which waits at its gate (see open_gate).  The channel's
- * fds live as long as the group. */
+/*
+ * Forks the child, which waits at its gate (see open_gate).  The channel's
+ * fds live as long as the group.  What the parent writes between forks is
+ * in parentmem or on this stack (see parentmem.c): the fd registry's copy
+ * for the child included, which the atfork prepare handler fills in.
+ */
 static int spawn_call(errgroup *g, const void *what, struct task *t)
 {
 	const struct call *c = what;
-	int lifeline[2], r, gate_signal = SIGNAL_GATE;
+	struct fdreg_snapshot inherited;
+	/* The child sees the group as zeroes: what it needs is copied here. */
+	int channel = g->channel_tx, lifeline[2], r, gate_signal = SIGNAL_GATE;
 	sigset_t all, saved;
 	pid_t pid;
 
@@ -81,23 +102,25 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 		return r;
 	/* Output the host buffered would otherwise be written by the child
 	 * too, when the task flushes stdio. */
-	fflush(NULL);
+	flush_pending_output();
 	/* No host signal handler may run in the child before it resets
 	 * the dispositions; the child unblocks once it has. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &saved);
-	fdreg_set_fork_keep(g->channel_tx, lifeline[0]);
+	r = fdreg_snapshot_at_fork(&inherited);
+	if (r < 0) {
+		pthread_sigmask(SIG_SETMASK, &saved, NULL);
+		goto fail;
+	}
 	pid = fork();
 	if (pid == 0)
-		child_run(g->channel_tx, lifeline[0], gate_signal, c->fn, c->arg);
+		child_run(&inherited, channel, lifeline[0], gate_signal, c->fn, c->arg);
 	r = -errno;
-	fdreg_set_fork_keep(-1, -1);
+	fdreg_snapshot_done(&inherited);
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	if (pid < 0)
+		goto fail;
 	fdreg_close(lifeline[0]);
-	if (pid < 0) {
-		fdreg_close(lifeline[1]);
-		return r;
-	}
 	if (pidfd_supported()) {
 		t->pidfd = fdreg_pidfd_open(pid);
 		if (t->pidfd < 0) {
@@ -111,6 +134,11 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 	t->lifeline = lifeline[1];
 	t->at_gate = true;
 	return 0;
+
+fail:
+	fdreg_close(lifeline[0]);
+	fdreg_close(lifeline[1]);
+	return r;
 }
 
 /* Puts the task's exit in the group's epoll set: the pidfd turns readable
@@ -142,22 +170,6 @@ static void open_gate(struct task *t)
 		pidfd_send_signal(t->pidfd, SIGNAL_GATE, NULL, 0);
 	else
 		kill(t->pid, SIGNAL_GATE);
-}
-
-static struct task *task_new(void)
-{
-	struct task *t = calloc(1, sizeof *t);
-
-	if (!t)
-		return NULL;
-	t->end = calloc(1, sizeof *t->end);
-	if (!t->end) {
-		free(t);
-		return NULL;
-	}
-	t->pidfd = -1;
-	t->lifeline = -1;
-	return t;
 }
 
 /* Wakes whoever waits for a start to end, when it ended in failure: no
@@ -207,20 +219,23 @@ int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block)
 		if (r < 0)
 			goto out;
 	}
-	r = reserve_errors(g);
+	r = reserve_records(g);
 	if (r < 0)
 		goto out;
+	t = task_alloc(g);
+	if (!t) {
+		r = -ENOMEM;
+		goto out;
+	}
 	g->starting++;
 	pthread_mutex_unlock(&g->lock);
 
-	t = task_new();
-	r = t ? spawn(g, what, t) : -ENOMEM;
-	if (r < 0 && t)
-		task_free(t);
+	r = spawn(g, what, t);
 
 	pthread_mutex_lock(&g->lock);
 	g->starting--;
 	if (r < 0) {
+		task_release(g, t);
 		start_failed(g);
 		goto out;
 	}
@@ -231,8 +246,9 @@ int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block)
 		start_failed(g);
 		pthread_mutex_unlock(&g->lock);
 		abort_child(t->pid);
-		task_free(t);
-		return r;
+		pthread_mutex_lock(&g->lock);
+		task_release(g, t);
+		goto out;
 	}
 	RB_INSERT(task_tree, &g->tasks, t);
 	RB_INSERT(pid_tree, &g->tasks_by_pid, t);

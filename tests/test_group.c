@@ -432,6 +432,30 @@ static void test_exit_zero_is_success_whatever_it_sent(void **state)
 	assert_int_equal(e.cause, 0);
 }
 
+/*
+ * A task that succeeds is not asked for its messages (nothing needs them,
+ * and reading for them would cost every task a system call), so they stay
+ * on the channel for a while: they must never become another task's, here
+ * the next one's in the same group, which fails without a message.
+ */
+static void test_message_of_a_task_that_succeeded_is_never_another_tasks(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	assert_int_equal(errgroup_set_limit(g, 1), 0);
+	assert_int_equal(errgroup_go(g, message_then_success, NULL), 0);
+	assert_int_equal(errgroup_go(g, exit_three, NULL), 1);
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->task, 1);
+	assert_string_equal(e->message, "exited with status 3");
+	assert_int_equal(errgroup_error_count(g), 1);
+	errgroup_free(g);
+}
+
 static int message_then_crash(void *arg)
 {
 	(void)arg;
@@ -623,6 +647,7 @@ int main(void)
 		cmocka_unit_test(test_crash_is_isolated_and_signaled),
 		cmocka_unit_test(test_core_dump_is_reported_in_the_message_and_the_status),
 		cmocka_unit_test(test_exit_zero_is_success_whatever_it_sent),
+		cmocka_unit_test(test_message_of_a_task_that_succeeded_is_never_another_tasks),
 		cmocka_unit_test(test_message_survives_a_crash),
 		cmocka_unit_test(test_last_message_wins),
 		cmocka_unit_test(test_message_of_64_kib_arrives_intact),

@@ -3,9 +3,9 @@
  * no child, zombie or fd after free; no library fd in a task, whichever
  * thread starts it and whatever the fd limit; an inherited group that
  * refuses to act; the host's SIGCHLD handler, its own children, its signal
- * state, its buffered stdio and its atexit handlers untouched; and hosts
- * that make life hard: SIGCHLD ignored or reaped by someone else, stdio
- * closed, a storm of signals.
+ * state and its atexit handlers untouched (its stdio: test_stdio.c); and
+ * hosts that make life hard: SIGCHLD ignored or reaped by someone else,
+ * stdio closed, a storm of signals.
  *
  * Tasks report through their return value, a pipe or shared memory; only
  * the test asserts.
@@ -16,12 +16,15 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/pidfd.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
+#include <wchar.h>
 
-#include "internal.h"   /* the group's lock, for the fork-while-locked test */
+#include "internal.h"   /* the group's lock, for the fork-while-locked test;
+                           the /proc/self/stat parser */
 
 static int gate[2];           /* the test releases tasks by writing to [1] */
 
@@ -182,11 +185,11 @@ static bool is_host_fd(int fd)
 }
 
 /*
- * Counts the fds that are neither the host's nor the two the library
- * gives a task (the channel's shared end, a socket, and its lifeline's
+ * Counts the fds that are neither the host's nor, in a task, the two the
+ * library gives it (the channel's shared end, a socket, and its lifeline's
  * read end, a pipe), and appends each one's number and target to names.
  */
-static int foreign_fd_count(char *names, size_t size)
+static int foreign_fd_count(char *names, size_t size, bool in_task)
 {
 	int sockets = 0, pipes = 0, extra = 0;
 	DIR *d = opendir("/proc/self/fd");
@@ -203,9 +206,9 @@ static int foreign_fd_count(char *names, size_t size)
 			continue;
 		n = readlinkat(dirfd(d), e->d_name, target, sizeof target - 1);
 		target[n > 0 ? n : 0] = '\0';
-		if (strncmp(target, "socket:", 7) == 0 && sockets++ == 0)
+		if (in_task && strncmp(target, "socket:", 7) == 0 && sockets++ == 0)
 			continue;
-		if (strncmp(target, "pipe:", 5) == 0 && pipes++ == 0)
+		if (in_task && strncmp(target, "pipe:", 5) == 0 && pipes++ == 0)
 			continue;
 		extra++;
 		snprintf(names + strlen(names), size - strlen(names), " %d=%s", fd, target);
@@ -218,7 +221,7 @@ static int foreign_fd_count(char *names, size_t size)
 static int report_foreign_fds(void)
 {
 	char names[1024] = "";
-	int extra = foreign_fd_count(names, sizeof names);
+	int extra = foreign_fd_count(names, sizeof names, true);
 
 	if (extra < 0)
 		return 100;
@@ -449,6 +452,111 @@ static void test_task_sees_no_library_fd_above_a_lowered_fd_limit(void **state)
 	assert_false(low_failed);
 	assert_false(high_failed);
 	assert_true(no_children_left());
+}
+
+/*
+ * A task that runs a group of its own: its task (the test's grandchild)
+ * takes the census, and may hold only its own group's two fds.  The
+ * outer group's channel and lifeline, which its parent task keeps, are in
+ * no registry of the task's (a child starts a registry afresh): the
+ * grandchild closes them itself.
+ */
+static int census_in_own_group(void *arg)
+{
+	const struct errgroup_error *e;
+	errgroup *inner = errgroup_new();
+	int r;
+
+	(void)arg;
+	if (!inner)
+		return 100;
+	r = errgroup_go(inner, take_census, NULL) == 0 ? 0 : 101;
+	e = errgroup_wait(inner);
+	if (r == 0 && e)
+		r = errgroup_errorf(e->code, "%s", e->message);
+	errgroup_free(inner);
+	return r;
+}
+
+static void test_task_of_a_task_holds_no_fd_of_the_outer_group(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	note_host_fds();
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(errgroup_go(g, census_in_own_group, NULL), i);
+	e = errgroup_wait(g);
+	if (e)
+		print_error("%s\n", e->message);
+	assert_null(e);
+	errgroup_free(g);
+}
+
+/*
+ * A child the host forks itself, while tasks run, holds no library fd at
+ * all: it would hold the tasks' lifelines (they would then outlive the
+ * host) and pidfds.  And it can use the library in turn: its own task
+ * holds its own group's two fds and no other, and nothing it needs was
+ * closed under it (the copy of the registry taken at the host's fork
+ * lists numbers the child's new group may have taken since; it must not
+ * be used again).  Results come back as the child's exit status.
+ */
+static int census_then_message(void *arg)
+{
+	int r = take_census(arg);
+
+	return r ? r : errgroup_errorf(42, "census clean");
+}
+
+static int host_child_census(void)
+{
+	const struct errgroup_error *e;
+	char names[512] = "";
+	errgroup *g;
+	int r;
+
+	if (foreign_fd_count(names, sizeof names, false) != 0)
+		return 1;
+	g = errgroup_new();
+	if (!g)
+		return 2;
+	if (errgroup_go(g, census_then_message, NULL) != 0) {
+		errgroup_free(g);
+		return 3;
+	}
+	e = errgroup_wait(g);
+	r = !e ? 4 : e->code != 42 ? 5 : strcmp(e->message, "census clean") != 0 ? 6 : 0;
+	errgroup_free(g);
+	return r;
+}
+
+static void test_child_the_host_forks_holds_no_library_fd(void **state)
+{
+	errgroup *g = errgroup_new();
+	int status;
+	pid_t host_child;
+
+	(void)state;
+	assert_non_null(g);
+	pipes_open();
+	note_host_fds();
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(errgroup_go(g, wait_at_gate, NULL), i);
+	fflush(NULL);
+	host_child = fork();
+	assert_true(host_child >= 0);
+	if (host_child == 0)
+		_exit(host_child_census());
+	assert_int_equal(waitpid(host_child, &status, 0), host_child);
+	gate_open_n(gate[1], 2);
+	assert_null(errgroup_wait(g));
+	errgroup_free(g);
+	pipes_close();
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 static int noop(void *arg)
@@ -890,92 +998,66 @@ static void test_host_signal_state_is_reset_in_the_task(void **state)
 	errgroup_free(g);
 }
 
-/* ---- stdio and atexit ---- */
-
-static FILE *shared_stream;   /* a fully buffered stream on a temp file */
-
-static FILE *open_temp_stream(char *path)
+/*
+ * The child learns which dispositions to reset from /proc/self/stat
+ * (cleanstart.c): fields 33 and 34, the ignored and caught signals,
+ * counted from the last ')' because the command name, field 2, may hold
+ * spaces and parentheses of its own.
+ */
+static void stat_line(char *buf, size_t size, const char *name, const char *ignored,
+		      const char *caught, bool cut_after_ignored)
 {
-	int fd = mkstemp(path);
-	FILE *f;
+	size_t len = (size_t)snprintf(buf, size, "4242 (%s) S", name);
 
-	assert_true(fd >= 0);
-	f = fdopen(fd, "a");
-	assert_non_null(f);
-	assert_int_equal(setvbuf(f, NULL, _IOFBF, 4096), 0);
-	return f;
-}
+	for (int field = 4; field <= 52; field++) {
+		const char *value = field == 33 ? ignored : field == 34 ? caught : "7";
 
-/* The whole file, NUL-terminated, into buf. */
-static void read_file(const char *path, char *buf, size_t size)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
-
-	assert_true(fd >= 0);
-	n = read(fd, buf, size - 1);
-	close(fd);
-	assert_true(n >= 0);
-	buf[n] = '\0';
-}
-
-static size_t count_occurrences(const char *text, const char *needle)
-{
-	size_t n = 0;
-
-	for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle))
-		n++;
-	return n;
-}
-
-static void test_host_buffered_output_is_written_once(void **state)
-{
-	char path[] = "/tmp/errgroup-test-stdio-XXXXXX", text[4096];
-	errgroup *g = errgroup_new();
-
-	(void)state;
-	assert_non_null(g);
-	shared_stream = open_temp_stream(path);
-	fprintf(shared_stream, "host output buffered before go;");
-	for (int i = 0; i < 3; i++)
-		assert_int_equal(errgroup_go(g, noop, NULL), i);
-	assert_null(errgroup_wait(g));
-	fclose(shared_stream);
-
-	read_file(path, text, sizeof text);
-	unlink(path);
-	assert_string_equal(text, "host output buffered before go;");
-	errgroup_free(g);
-}
-
-static int print_without_newline(void *arg)
-{
-	fprintf(shared_stream, "task %d output;", (int)(intptr_t)arg);
-	return 0;
-}
-
-static void test_task_output_is_flushed_when_it_returns(void **state)
-{
-	char path[] = "/tmp/errgroup-test-stdio-XXXXXX", text[4096], line[64];
-	errgroup *g = errgroup_new();
-
-	(void)state;
-	assert_non_null(g);
-	shared_stream = open_temp_stream(path);
-	for (int i = 0; i < 3; i++)
-		assert_int_equal(errgroup_go(g, print_without_newline, (void *)(intptr_t)i), i);
-	assert_null(errgroup_wait(g));
-	fclose(shared_stream);
-
-	read_file(path, text, sizeof text);
-	unlink(path);
-	for (int i = 0; i < 3; i++) {
-		snprintf(line, sizeof line, "task %d output;", i);
-		assert_int_equal(count_occurrences(text, line), 1);
+		if (field == 34 && cut_after_ignored)
+			break;
+		len += (size_t)snprintf(buf + len, size - len, " %s", value);
 	}
-	assert_int_equal(strlen(text), 3 * strlen("task 0 output;"));
-	errgroup_free(g);
+	snprintf(buf + len, size - len, "\n");
 }
+
+static void test_stat_parser_finds_the_signal_fields_after_the_name(void **state)
+{
+	char line[1024];
+	uint64_t set = 0;
+
+	(void)state;
+	stat_line(line, sizeof line, "bench", "16384", "512", false);
+	assert_true(stat_signals_set(line, &set));
+	assert_true(set == (BIT(SIGTERM) | BIT(SIGUSR1)));
+
+	stat_line(line, sizeof line, "a) b (c) 1 2", "2", "0", false);
+	assert_true(stat_signals_set(line, &set));
+	assert_true(set == BIT(SIGINT));
+
+	stat_line(line, sizeof line, "x", "0", "0", false);
+	assert_true(stat_signals_set(line, &set));
+	assert_true(set == 0);
+
+	/* A text cut short, or no name at all: the caller resets every
+	 * signal instead. */
+	stat_line(line, sizeof line, "x", "16384", "512", true);
+	assert_false(stat_signals_set(line, &set));
+	assert_false(stat_signals_set("4242 S 1 2 3", &set));
+	assert_false(stat_signals_set("", &set));
+}
+
+/* A host whose name holds ") (", as a process may call itself: the task
+ * still starts with its dispositions reset. */
+static void test_host_signal_state_is_reset_whatever_the_host_is_called(void **state)
+{
+	char old_name[16] = "";
+
+	assert_int_equal(prctl(PR_GET_NAME, old_name), 0);
+	assert_int_equal(prctl(PR_SET_NAME, "t) 1 (2) 3 4 5"), 0);
+	test_host_signal_state_is_reset_in_the_task(state);
+	prctl(PR_SET_NAME, old_name);
+}
+
+/* ---- atexit (stdio: test_stdio.c) ---- */
 
 static int atexit_fd = -1;   /* where the host's atexit handler writes */
 
@@ -1299,6 +1381,8 @@ int main(void)
 		cmocka_unit_test(test_task_sees_no_library_fd),
 		cmocka_unit_test(test_task_sees_no_library_fd_while_four_threads_start_tasks),
 		cmocka_unit_test(test_task_sees_no_library_fd_above_a_lowered_fd_limit),
+		cmocka_unit_test(test_task_of_a_task_holds_no_fd_of_the_outer_group),
+		cmocka_unit_test(test_child_the_host_forks_holds_no_library_fd),
 		cmocka_unit_test(test_inherited_group_refuses_to_act_in_a_task),
 		cmocka_unit_test(test_inherited_group_refuses_even_if_its_lock_was_held_at_fork),
 		cmocka_unit_test(test_host_sigchld_handler_and_own_child_keep_working),
@@ -1306,8 +1390,8 @@ int main(void)
 		cmocka_unit_test(test_host_with_sa_nocldwait_still_gets_each_task_result),
 		cmocka_unit_test(test_host_thread_reaping_any_child_still_gets_each_task_result),
 		cmocka_unit_test(test_host_signal_state_is_reset_in_the_task),
-		cmocka_unit_test(test_host_buffered_output_is_written_once),
-		cmocka_unit_test(test_task_output_is_flushed_when_it_returns),
+		cmocka_unit_test(test_stat_parser_finds_the_signal_fields_after_the_name),
+		cmocka_unit_test(test_host_signal_state_is_reset_whatever_the_host_is_called),
 		cmocka_unit_test(test_host_atexit_handler_does_not_run_in_a_task),
 		cmocka_unit_test(test_library_fds_stay_off_0_to_2_when_the_host_closed_them),
 		cmocka_unit_test(test_signal_storm_loses_no_result_in_wait_and_no_child_in_free),

@@ -1,0 +1,66 @@
+/*
+ * parentmem.c - memory that only the process that allocated it sees: the
+ * group, its tasks and the fd registry's bitmap live here.
+ *
+ * fork() write-protects every private page the parent and the child share,
+ * and the parent's first write to each of them afterwards is a fault: a
+ * page copy while the child lives, a re-mapping after (2 us on a physical
+ * machine, 20-28 us in the VMs measured in docs/benchmarks.md).  The
+ * library writes its books right after every fork, so on ordinary heap
+ * pages each task cost the parent one fault per page touched.  Pages
+ * marked MADV_WIPEONFORK are not shared with the child at all: the kernel
+ * leaves the parent's mapping writable and gives the child zeroes instead.
+ *
+ * The zeroes are also how a forked child knows that a group is not its
+ * own (group.c): every field reads 0 there, however far the parent's
+ * state had got.  Kernels before 4.14, and sandboxes that refuse the
+ * advice, leave the memory shared as usual; parentmem_wipes() says which,
+ * so that the callers can fall back on comparing pids.
+ *
+ * Nothing the caller of the API may hold on to lives here: an error that
+ * errgroup_wait returns may be passed to a later task, which must see it.
+ */
+#define _GNU_SOURCE
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static int wipes = -1;   /* unknown until the first allocation */
+
+static size_t rounded(size_t size)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+	return (size + page - 1) / page * page;
+}
+
+/* Zeroed memory of at least size bytes, or NULL. */
+void *parentmem_alloc(size_t size)
+{
+	void *p = mmap(NULL, rounded(size), PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	bool wiped;
+
+	if (p == MAP_FAILED)
+		return NULL;
+	wiped = madvise(p, rounded(size), MADV_WIPEONFORK) == 0;
+	/* The same kernel answers the same way every time. */
+	__atomic_store_n(&wipes, wiped, __ATOMIC_RELAXED);
+	return p;
+}
+
+void parentmem_free(void *p, size_t size)
+{
+	if (p)
+		munmap(p, rounded(size));
+}
+
+/* Whether a forked child sees this memory as zeroes.  Only meaningful
+ * after an allocation. */
+bool parentmem_wipes(void)
+{
+	return __atomic_load_n(&wipes, __ATOMIC_RELAXED) == 1;
+}
