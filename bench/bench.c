@@ -16,10 +16,13 @@
  * --run), so that one variant cannot change another's conditions: glibc's
  * fork() stays slower for the rest of a process's life once it has had a
  * second thread, the library installs atfork handlers on first use, and
- * the big host's memory must not be inherited by the small one.  The runs
- * of all variants are interleaved (run 1 of each, then run 2 of each...),
- * so that the drift of a shared machine falls on all of them alike, and
- * each is preceded, in its process, by a short untimed warm-up.
+ * the big host's memory must not be inherited by the small one.  Each
+ * library variant is measured against its bare loop in rounds of four
+ * runs, bare, library, library, bare, and a round's ratio is the
+ * library's two throughputs over the bare loop's two: the speed of a
+ * shared VM drifts by tens of percent within seconds, and drift that is
+ * linear over the four runs cancels that way.  Each run is preceded, in
+ * its process, by a short untimed warm-up.
  *
  * Usage: bench [--runs R] [--tasks N] [--big-tasks N] [--big-mib M]
  *        bench --run VARIANT C N [--big-mib M] [--warmup N]
@@ -42,12 +45,12 @@
 
 #include "errgroup.h"
 
-#define DEFAULT_RUNS 5
-#define DEFAULT_TASKS 3000
-#define DEFAULT_BIG_TASKS 600
+#define DEFAULT_RUNS 7              /* rounds of bare, library, library, bare */
+#define DEFAULT_TASKS 1000
+#define DEFAULT_BIG_TASKS 200
 #define DEFAULT_BIG_MIB 256
-#define DEFAULT_WARMUP 200
-#define DEFAULT_BIG_WARMUP 50       /* a big host's fork is slow: fewer */
+#define DEFAULT_WARMUP 100
+#define DEFAULT_BIG_WARMUP 20       /* a big host's fork is slow: fewer */
 #define MAX_RUNS 64
 
 enum variant { BARE, LIB, LIB_CANCEL };
@@ -206,13 +209,14 @@ static int measure(enum variant v, int concurrency, int tasks, size_t big_mib, i
 
 /* ---- the driver ---- */
 
-struct config {
+/* A library variant and its bare loop, at one concurrency and host size:
+ * round i ran bare[2i], lib[2i], lib[2i + 1], bare[2i + 1]. */
+struct pairing {
 	const char *label;
 	enum variant variant;
 	int concurrency;
 	bool big;
-	int baseline;               /* index of the bare config to compare with; -1 */
-	struct sample samples[MAX_RUNS];
+	struct sample lib[2 * MAX_RUNS], bare[2 * MAX_RUNS];
 };
 
 struct options {
@@ -220,19 +224,20 @@ struct options {
 	size_t big_mib;
 };
 
-/* Runs one measurement in a fresh copy of this program. */
-static int spawn_measurement(const struct config *c, const struct options *o, struct sample *ret)
+/* Runs one measurement of v in a fresh copy of this program. */
+static int spawn_measurement(const struct pairing *p, enum variant v, const struct options *o,
+			     struct sample *ret)
 {
 	char variant[32], concurrency[16], tasks[16], mib[32], warmup[16], line[256];
 	int out[2], status;
 	ssize_t n, len = 0;
 	pid_t pid;
 
-	snprintf(variant, sizeof variant, "%s", variant_names[c->variant]);
-	snprintf(concurrency, sizeof concurrency, "%d", c->concurrency);
-	snprintf(tasks, sizeof tasks, "%d", c->big ? o->big_tasks : o->tasks);
-	snprintf(mib, sizeof mib, "%zu", c->big ? o->big_mib : 0);
-	snprintf(warmup, sizeof warmup, "%d", c->big ? DEFAULT_BIG_WARMUP : DEFAULT_WARMUP);
+	snprintf(variant, sizeof variant, "%s", variant_names[v]);
+	snprintf(concurrency, sizeof concurrency, "%d", p->concurrency);
+	snprintf(tasks, sizeof tasks, "%d", p->big ? o->big_tasks : o->tasks);
+	snprintf(mib, sizeof mib, "%zu", p->big ? o->big_mib : 0);
+	snprintf(warmup, sizeof warmup, "%d", p->big ? DEFAULT_BIG_WARMUP : DEFAULT_WARMUP);
 	if (pipe2(out, O_CLOEXEC) < 0)
 		return -errno;
 	fflush(NULL);
@@ -269,6 +274,25 @@ static int spawn_measurement(const struct config *c, const struct options *o, st
 	return 0;
 }
 
+/* One round of p: bare, library, library, bare. */
+static int run_round(struct pairing *p, int round, const struct options *o)
+{
+	struct sample *slots[4] = { &p->bare[2 * round], &p->lib[2 * round],
+				    &p->lib[2 * round + 1], &p->bare[2 * round + 1] };
+	enum variant order[4] = { BARE, p->variant, p->variant, BARE };
+	int r;
+
+	for (int i = 0; i < 4; i++) {
+		r = spawn_measurement(p, order[i], o, slots[i]);
+		if (r < 0) {
+			fprintf(stderr, "\nbench: %s (%s), C=%d: %s\n", p->label,
+				variant_names[order[i]], p->concurrency, strerror(-r));
+			return r;
+		}
+	}
+	return 0;
+}
+
 static int compare_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -282,83 +306,84 @@ static double median(double *v, int n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/* Median, min and max of one field of c's samples. */
-static void summarize(const struct config *c, int runs, size_t field,
-		      double *ret_median, double *ret_min, double *ret_max)
+/* The median of one field over n samples. */
+static double median_of(const struct sample *samples, int n, size_t field)
+{
+	double v[2 * MAX_RUNS];
+
+	for (int i = 0; i < n; i++)
+		v[i] = *(const double *)((const char *)&samples[i] + field);
+	return median(v, n);
+}
+
+static double cpu_of(const struct sample *samples, int n)
+{
+	double v[2 * MAX_RUNS];
+
+	for (int i = 0; i < n; i++)
+		v[i] = samples[i].parent_cpu_us + samples[i].children_cpu_us;
+	return median(v, n);
+}
+
+/* Round by round, the library's throughput over the bare loop's: median,
+ * min and max. */
+static void round_ratios(const struct pairing *p, int runs, double *ret_median,
+			 double *ret_min, double *ret_max)
 {
 	double v[MAX_RUNS];
 
 	for (int i = 0; i < runs; i++)
-		v[i] = *(const double *)((const char *)&c->samples[i] + field);
+		v[i] = (p->lib[2 * i].tasks_per_s + p->lib[2 * i + 1].tasks_per_s) /
+		       (p->bare[2 * i].tasks_per_s + p->bare[2 * i + 1].tasks_per_s);
 	*ret_median = median(v, runs);
 	*ret_min = v[0];
 	*ret_max = v[runs - 1];
 }
 
-static double median_of(const struct config *c, int runs, size_t field)
+static void print_table(const struct pairing *pairings, int count, const struct options *o)
 {
-	double med, lo, hi;
+	size_t tps = offsetof(struct sample, tasks_per_s);
+	size_t pf = offsetof(struct sample, parent_faults);
+	size_t cf = offsetof(struct sample, children_faults);
+	size_t csw = offsetof(struct sample, parent_csw);
+	int n = 2 * o->runs;
 
-	summarize(c, runs, field, &med, &lo, &hi);
-	return med;
-}
-
-/* The library's throughput over the bare loop's, run by run (the runs of
- * one round ran side by side): median, min and max of those ratios. */
-static void paired_ratio(const struct config *lib, const struct config *bare, int runs,
-			 double *ret_median, double *ret_min, double *ret_max)
-{
-	double v[MAX_RUNS];
-
-	for (int i = 0; i < runs; i++)
-		v[i] = lib->samples[i].tasks_per_s / bare->samples[i].tasks_per_s;
-	*ret_median = median(v, runs);
-	*ret_min = v[0];
-	*ret_max = v[runs - 1];
-}
-
-static void print_table(const struct config *configs, int count, const struct options *o)
-{
-	double med, lo, hi, r, r_lo, r_hi;
-
-	printf("\n%-26s %2s %-23s  %-17s %-15s %-13s %6s\n", "", "", "        tasks/s",
-	       "ratio lib/bare", "  CPU us/task", " faults/task", "csw/t");
-	printf("%-26s %2s %7s %7s %7s  %-17s %7s %7s %6s %6s %6s\n", "variant", "C", "median",
-	       "min", "max", "median [min-max]", "parent", "child", "parent", "child", "parent");
+	printf("\n%-26s %2s %-13s  %-17s %-13s %-25s %-9s\n", "", "", "   tasks/s",
+	       "ratio lib/bare", " CPU us/task", "  faults/task: parent, child", " csw/task");
+	printf("%-26s %2s %6s %6s  %-17s %6s %6s %6s %6s %6s %6s %4s %4s\n", "variant", "C", "lib",
+	       "bare", "median [min-max]", "lib", "bare", "lib", "bare", "lib", "bare", "lib",
+	       "bare");
 	for (int i = 0; i < count; i++) {
-		const struct config *c = &configs[i];
-		char ratio[32] = "-";
+		const struct pairing *p = &pairings[i];
+		double r, lo, hi;
 
-		summarize(c, o->runs, offsetof(struct sample, tasks_per_s), &med, &lo, &hi);
-		if (c->baseline >= 0) {
-			paired_ratio(c, &configs[c->baseline], o->runs, &r, &r_lo, &r_hi);
-			snprintf(ratio, sizeof ratio, "%.2f [%.2f-%.2f]", r, r_lo, r_hi);
-		}
-		printf("%-26s %2d %7.0f %7.0f %7.0f  %-17s %7.1f %7.1f %6.1f %6.1f %6.2f\n",
-		       c->label, c->concurrency, med, lo, hi, ratio,
-		       median_of(c, o->runs, offsetof(struct sample, parent_cpu_us)),
-		       median_of(c, o->runs, offsetof(struct sample, children_cpu_us)),
-		       median_of(c, o->runs, offsetof(struct sample, parent_faults)),
-		       median_of(c, o->runs, offsetof(struct sample, children_faults)),
-		       median_of(c, o->runs, offsetof(struct sample, parent_csw)));
+		round_ratios(p, o->runs, &r, &lo, &hi);
+		printf("%-26s %2d %6.0f %6.0f  %.2f [%.2f-%.2f] %6.0f %6.0f %6.1f %6.1f %6.1f %6.1f "
+		       "%4.2f %4.2f\n",
+		       p->label, p->concurrency, median_of(p->lib, n, tps), median_of(p->bare, n, tps),
+		       r, lo, hi, cpu_of(p->lib, n), cpu_of(p->bare, n), median_of(p->lib, n, pf),
+		       median_of(p->bare, n, pf), median_of(p->lib, n, cf),
+		       median_of(p->bare, n, cf), median_of(p->lib, n, csw),
+		       median_of(p->bare, n, csw));
 	}
-	printf("\nratio: errgroup tasks/s over the bare loop's in the same round, at the same C\n"
-	       "and host size (the issue's target: >= 0.90).  CPU time, page faults and\n"
-	       "context switches are medians per task, from getrusage: \"parent\" is every\n"
-	       "thread of the process that runs the tasks, \"child\" the reaped children.\n");
+	printf("\nratio: per round (bare, library, library, bare, each run in a fresh process),\n"
+	       "the library's two throughputs over the bare loop's two; the issue's target is\n"
+	       ">= 0.90.  tasks/s, CPU time (parent and children), page faults and context\n"
+	       "switches are medians over the runs, per task, from getrusage: \"parent\" is\n"
+	       "every thread of the process that runs the tasks, \"child\" the reaped\n"
+	       "children.\n");
 }
 
-static void add_config(struct config *configs, int *count, const char *label,
-		       enum variant v, int concurrency, bool big, int baseline)
+static void add_pairing(struct pairing *pairings, int *count, const char *label,
+			enum variant v, int concurrency, bool big)
 {
-	struct config *c = &configs[(*count)++];
+	struct pairing *p = &pairings[(*count)++];
 
-	memset(c, 0, sizeof *c);
-	c->label = label;
-	c->variant = v;
-	c->concurrency = concurrency;
-	c->big = big;
-	c->baseline = baseline;
+	memset(p, 0, sizeof *p);
+	p->label = label;
+	p->variant = v;
+	p->concurrency = concurrency;
+	p->big = big;
 }
 
 static void usage(void)
@@ -411,8 +436,7 @@ static int run_main(int argc, char **argv)
 int main(int argc, char **argv)
 {
 	struct options o = { DEFAULT_RUNS, DEFAULT_TASKS, DEFAULT_BIG_TASKS, DEFAULT_BIG_MIB };
-	struct config configs[16];
-	char label[64];
+	static struct pairing pairings[8];
 	int count = 0;
 	double t0;
 
@@ -434,34 +458,24 @@ int main(int argc, char **argv)
 		usage();
 
 	for (int concurrency = 1; concurrency <= 2; concurrency++) {
-		int bare = count, big_bare;
-
-		add_config(configs, &count, "bare fork loop", BARE, concurrency, false, -1);
-		add_config(configs, &count, "errgroup", LIB, concurrency, false, bare);
-		add_config(configs, &count, "errgroup+cancel (thread)", LIB_CANCEL, concurrency, false, bare);
-		big_bare = count;
-		add_config(configs, &count, "bare fork loop, big host", BARE, concurrency, true, -1);
-		add_config(configs, &count, "errgroup, big host", LIB, concurrency, true, big_bare);
+		add_pairing(pairings, &count, "errgroup", LIB, concurrency, false);
+		add_pairing(pairings, &count, "errgroup+cancel (thread)", LIB_CANCEL, concurrency,
+			    false);
+		add_pairing(pairings, &count, "errgroup, big host", LIB, concurrency, true);
 	}
 
-	printf("bench: %d runs of %d tasks (big host: %d tasks, %zu MiB touched), %ld CPUs online\n",
+	printf("bench: %d rounds of bare, library, library, bare; %d tasks a run (big host: "
+	       "%d tasks, %zu MiB touched); %ld CPUs online\n",
 	       o.runs, o.tasks, o.big_tasks, o.big_mib, sysconf(_SC_NPROCESSORS_ONLN));
 	t0 = now_s();
 	for (int run = 0; run < o.runs; run++) {
 		printf("round %d/%d...", run + 1, o.runs);
 		fflush(stdout);
-		for (int i = 0; i < count; i++) {
-			int r = spawn_measurement(&configs[i], &o, &configs[i].samples[run]);
-
-			if (r < 0) {
-				snprintf(label, sizeof label, "%s, C=%d", configs[i].label,
-					 configs[i].concurrency);
-				fprintf(stderr, "\nbench: %s failed: %s\n", label, strerror(-r));
+		for (int i = 0; i < count; i++)
+			if (run_round(&pairings[i], run, &o) < 0)
 				return 1;
-			}
-		}
 		printf(" done (%.0f s)\n", now_s() - t0);
 	}
-	print_table(configs, count, &o);
+	print_table(pairings, count, &o);
 	return 0;
 }
