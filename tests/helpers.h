@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -131,7 +132,9 @@ static inline int read_byte(int fd)
 
 /* How long a test waits for what must happen: "never happened" on a
  * loaded machine, not a synchronisation. */
+#ifndef WAIT_LIMIT_MS
 #define WAIT_LIMIT_MS 30000
+#endif
 
 /* A pipe on which tasks send the test words (a pid, a result). */
 static int ready_pipe[2];
@@ -203,5 +206,112 @@ static inline bool under_sanitizer(void)
 	return false;
 #endif
 }
+
+/*
+ * The census after every test (scenario 14 of the reliability notes):
+ * nothing a test started may outlive it, as a zombie or alive.  Each test
+ * binary makes itself a session leader first (census_begin), so that the
+ * processes its tasks start, and theirs, orphans too, stay in its session
+ * (unless they leave it with setsid: out of the library's reach, and the
+ * README says so).  After each test census_teardown looks through /proc
+ * for the session's other processes.  A zombie child is a process nobody
+ * reaped.  A live one gets WAIT_LIMIT_MS to end, since one that the group
+ * has just sent SIGKILL may still be dying, and is killed if it does not.
+ * Either fails the test; what it finds is reaped or killed, so that the
+ * next test starts clean.  Run where setsid is refused (the test process
+ * already leads a process group, as in an interactive shell's job), the
+ * session is the shell's, and the census looks at the test's own
+ * children only.
+ */
+static pid_t census_session = -1;   /* the test's own session, or -1 */
+
+static inline void census_begin(void)
+{
+	if (setsid() >= 0)
+		census_session = getsid(0);
+}
+
+/* Fields 2 to 6 of /proc/PID/stat; false if it is gone. */
+static inline bool proc_stat_fields(pid_t pid, char *state, pid_t *ppid, pid_t *session,
+				    char *name, size_t name_size)
+{
+	char path[64], buf[512], *open_paren, *close_paren;
+	int pgrp;
+	FILE *f;
+	bool ok;
+
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	ok = fgets(buf, sizeof buf, f) && (open_paren = strchr(buf, '(')) &&
+	     (close_paren = strrchr(buf, ')')) &&
+	     sscanf(close_paren + 1, " %c %d %d %d", state, ppid, &pgrp, session) == 4;
+	fclose(f);
+	if (ok) {
+		*close_paren = '\0';
+		snprintf(name, name_size, "%s", open_paren + 1);
+	}
+	return ok;
+}
+
+/* Waits up to WAIT_LIMIT_MS for pid to end; kills it if it does not.
+ * False if it had to be killed. */
+static inline bool ends_in_time(pid_t pid)
+{
+	struct pollfd p = { .events = POLLIN };
+	int r;
+
+	p.fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (p.fd < 0)
+		return true;   /* gone already, or no pidfds (valgrind): not judged */
+	do
+		r = poll(&p, 1, WAIT_LIMIT_MS);
+	while (r < 0 && errno == EINTR);
+	if (r != 1)
+		syscall(SYS_pidfd_send_signal, p.fd, SIGKILL, NULL, 0);
+	close(p.fd);
+	return r == 1;
+}
+
+static inline int census_teardown(void **state)
+{
+	pid_t self = getpid();
+	int leftovers = 0;
+	struct dirent *e;
+	DIR *d;
+
+	(void)state;
+	d = opendir("/proc");
+	if (!d)
+		return -1;
+	while ((e = readdir(d))) {
+		pid_t pid = (pid_t)atoi(e->d_name), ppid, session;
+		char state_char, name[64];
+
+		if (pid <= 0 || pid == self ||
+		    !proc_stat_fields(pid, &state_char, &ppid, &session, name, sizeof name))
+			continue;
+		if (census_session >= 0 ? session != census_session : ppid != self)
+			continue;
+		if (state_char == 'Z' && ppid != self)
+			continue;   /* its own parent, alive in the session, reaps it */
+		if (state_char == 'Z') {
+			print_error("census: zombie child %d (%s) left by the test\n", (int)pid, name);
+			leftovers++;
+		} else if (!ends_in_time(pid)) {
+			print_error("census: process %d (%s, parent %d) outlived the test\n",
+				    (int)pid, name, (int)ppid);
+			leftovers++;
+		}
+		if (ppid == self)
+			waitpid(pid, NULL, 0);
+	}
+	closedir(d);
+	return leftovers ? -1 : 0;
+}
+
+/* A test with the census after it. */
+#define census_test(name) cmocka_unit_test_teardown(name, census_teardown)
 
 #endif

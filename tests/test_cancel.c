@@ -882,23 +882,24 @@ static void test_child_failing_on_its_own_after_the_signal_is_canceled_with_its_
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_cancel_on_error_stops_blocked_siblings_after_the_genuine_failure),
-		cmocka_unit_test(test_cancel_on_error_is_prompt_while_the_caller_is_busy),
-		cmocka_unit_test(test_sigterm_ignored_gets_sigkill_after_grace),
-		cmocka_unit_test(test_zero_grace_sends_sigkill_at_once),
-		cmocka_unit_test(test_stopped_child_is_canceled_within_the_grace),
-		cmocka_unit_test(test_ptrace_stopped_task_is_still_canceled_within_the_grace),
-		cmocka_unit_test(test_task_the_host_traces_is_not_taken_for_ended_by_its_stop),
-		cmocka_unit_test(test_dead_task_a_slow_tracer_holds_does_not_spin_the_poller),
-		cmocka_unit_test(test_go_blocked_at_the_limit_returns_ecanceled_without_forking),
-		cmocka_unit_test(test_cancel_from_another_thread_ends_wait),
-		cmocka_unit_test(test_go_after_cancel_returns_ecanceled_also_after_wait),
-		cmocka_unit_test(test_cancel_on_error_is_final_after_wait),
-		cmocka_unit_test(test_uncanceled_group_is_reusable_and_its_first_error_sticky),
-		cmocka_unit_test(test_canceled_task_grandchild_dies_too),
-		cmocka_unit_test(test_canceled_task_leftovers_die_of_sigkill_once_the_leader_is_reaped),
-		cmocka_unit_test(test_child_failing_on_its_own_after_the_signal_is_canceled_with_its_code),
+		census_test(test_cancel_on_error_stops_blocked_siblings_after_the_genuine_failure),
+		census_test(test_cancel_on_error_is_prompt_while_the_caller_is_busy),
+		census_test(test_sigterm_ignored_gets_sigkill_after_grace),
+		census_test(test_zero_grace_sends_sigkill_at_once),
+		census_test(test_stopped_child_is_canceled_within_the_grace),
+		census_test(test_ptrace_stopped_task_is_still_canceled_within_the_grace),
+		census_test(test_task_the_host_traces_is_not_taken_for_ended_by_its_stop),
+		census_test(test_dead_task_a_slow_tracer_holds_does_not_spin_the_poller),
+		census_test(test_go_blocked_at_the_limit_returns_ecanceled_without_forking),
+		census_test(test_cancel_from_another_thread_ends_wait),
+		census_test(test_go_after_cancel_returns_ecanceled_also_after_wait),
+		census_test(test_cancel_on_error_is_final_after_wait),
+		census_test(test_uncanceled_group_is_reusable_and_its_first_error_sticky),
+		census_test(test_canceled_task_grandchild_dies_too),
+		census_test(test_canceled_task_leftovers_die_of_sigkill_once_the_leader_is_reaped),
+		census_test(test_child_failing_on_its_own_after_the_signal_is_canceled_with_its_code),
 	};
 
+	census_begin();
 	return cmocka_run_group_tests(tests, setup_count_forks, NULL);
 }

@@ -503,23 +503,24 @@ static void test_starting_a_program_leaves_the_callers_memory_alone(void **state
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_exit_status_is_the_result),
-		cmocka_unit_test(test_program_not_found_fails_with_127_and_names_it),
-		cmocka_unit_test(test_program_not_executable_fails_with_126),
-		cmocka_unit_test(test_failed_exec_leaves_no_zombie_and_no_fd),
-		cmocka_unit_test(test_missing_directory_fails_with_127_and_names_it),
-		cmocka_unit_test(test_argv_reaches_the_program_unsplit),
-		cmocka_unit_test(test_environment_and_directory_are_the_given_ones),
-		cmocka_unit_test(test_stdio_may_swap_the_callers_fds),
-		cmocka_unit_test(test_program_leads_its_own_process_group),
-		cmocka_unit_test(test_program_starts_with_default_signals_and_empty_mask),
-		cmocka_unit_test(test_program_holds_no_library_fd),
-		cmocka_unit_test(test_cancel_stops_a_program_and_its_children),
-		cmocka_unit_test(test_bad_arguments_are_refused),
-		cmocka_unit_test(test_try_go_cmd_refuses_at_the_limit),
-		cmocka_unit_test(test_program_dies_with_the_calling_process),
-		cmocka_unit_test(test_starting_a_program_leaves_the_callers_memory_alone),
+		census_test(test_exit_status_is_the_result),
+		census_test(test_program_not_found_fails_with_127_and_names_it),
+		census_test(test_program_not_executable_fails_with_126),
+		census_test(test_failed_exec_leaves_no_zombie_and_no_fd),
+		census_test(test_missing_directory_fails_with_127_and_names_it),
+		census_test(test_argv_reaches_the_program_unsplit),
+		census_test(test_environment_and_directory_are_the_given_ones),
+		census_test(test_stdio_may_swap_the_callers_fds),
+		census_test(test_program_leads_its_own_process_group),
+		census_test(test_program_starts_with_default_signals_and_empty_mask),
+		census_test(test_program_holds_no_library_fd),
+		census_test(test_cancel_stops_a_program_and_its_children),
+		census_test(test_bad_arguments_are_refused),
+		census_test(test_try_go_cmd_refuses_at_the_limit),
+		census_test(test_program_dies_with_the_calling_process),
+		census_test(test_starting_a_program_leaves_the_callers_memory_alone),
 	};
 
+	census_begin();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -173,9 +173,10 @@ static void test_a_task_child_faults_about_as_often_as_a_bare_fork_child(void **
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_a_task_costs_the_parent_no_fault_a_bare_fork_does_not),
-		cmocka_unit_test(test_a_task_child_faults_about_as_often_as_a_bare_fork_child),
+		census_test(test_a_task_costs_the_parent_no_fault_a_bare_fork_does_not),
+		census_test(test_a_task_child_faults_about_as_often_as_a_bare_fork_child),
 	};
 
+	census_begin();
 	return cmocka_run_group_tests(tests, measure, NULL);
 }

@@ -191,12 +191,13 @@ static void test_free_releases_ends_not_taken(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_reap_before_fd_is_refused),
-		cmocka_unit_test(test_every_end_is_reported_in_order_with_its_status),
-		cmocka_unit_test(test_fd_stays_readable_until_the_queue_is_empty),
-		cmocka_unit_test(test_task_started_before_fd_is_reported),
-		cmocka_unit_test(test_free_releases_ends_not_taken),
+		census_test(test_reap_before_fd_is_refused),
+		census_test(test_every_end_is_reported_in_order_with_its_status),
+		census_test(test_fd_stays_readable_until_the_queue_is_empty),
+		census_test(test_task_started_before_fd_is_reported),
+		census_test(test_free_releases_ends_not_taken),
 	};
 
+	census_begin();
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -76,10 +76,11 @@ static void test_bad_frames_are_refused(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_message_frame_round_trips),
-		cmocka_unit_test(test_returned_frame_round_trips),
-		cmocka_unit_test(test_bad_frames_are_refused),
+		census_test(test_message_frame_round_trips),
+		census_test(test_returned_frame_round_trips),
+		census_test(test_bad_frames_are_refused),
 	};
 
+	census_begin();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -51,7 +51,7 @@ static int teardown(void **state)
 	assert_int_equal(open_fd_count(), f->fds_before);
 	assert_true(no_children_left());
 	free(f);
-	return 0;
+	return census_teardown(state);
 }
 
 /* Runs one task and returns its error (NULL for a success). */
@@ -963,5 +963,6 @@ int main(void)
 		hostile_test(test_task_freeing_its_inherited_group_does_not_hang),
 	};
 
+	census_begin();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1375,27 +1375,28 @@ static void test_signal_storm_loses_no_result_in_wait_and_no_child_in_free(void 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_free_with_running_children_leaves_no_child_zombie_or_fd),
-		cmocka_unit_test(test_free_null_is_a_noop),
-		cmocka_unit_test(test_free_kills_a_running_child),
-		cmocka_unit_test(test_task_sees_no_library_fd),
-		cmocka_unit_test(test_task_sees_no_library_fd_while_four_threads_start_tasks),
-		cmocka_unit_test(test_task_sees_no_library_fd_above_a_lowered_fd_limit),
-		cmocka_unit_test(test_task_of_a_task_holds_no_fd_of_the_outer_group),
-		cmocka_unit_test(test_child_the_host_forks_holds_no_library_fd),
-		cmocka_unit_test(test_inherited_group_refuses_to_act_in_a_task),
-		cmocka_unit_test(test_inherited_group_refuses_even_if_its_lock_was_held_at_fork),
-		cmocka_unit_test(test_host_sigchld_handler_and_own_child_keep_working),
-		cmocka_unit_test(test_host_ignoring_sigchld_still_gets_each_task_result),
-		cmocka_unit_test(test_host_with_sa_nocldwait_still_gets_each_task_result),
-		cmocka_unit_test(test_host_thread_reaping_any_child_still_gets_each_task_result),
-		cmocka_unit_test(test_host_signal_state_is_reset_in_the_task),
-		cmocka_unit_test(test_stat_parser_finds_the_signal_fields_after_the_name),
-		cmocka_unit_test(test_host_signal_state_is_reset_whatever_the_host_is_called),
-		cmocka_unit_test(test_host_atexit_handler_does_not_run_in_a_task),
-		cmocka_unit_test(test_library_fds_stay_off_0_to_2_when_the_host_closed_them),
-		cmocka_unit_test(test_signal_storm_loses_no_result_in_wait_and_no_child_in_free),
+		census_test(test_free_with_running_children_leaves_no_child_zombie_or_fd),
+		census_test(test_free_null_is_a_noop),
+		census_test(test_free_kills_a_running_child),
+		census_test(test_task_sees_no_library_fd),
+		census_test(test_task_sees_no_library_fd_while_four_threads_start_tasks),
+		census_test(test_task_sees_no_library_fd_above_a_lowered_fd_limit),
+		census_test(test_task_of_a_task_holds_no_fd_of_the_outer_group),
+		census_test(test_child_the_host_forks_holds_no_library_fd),
+		census_test(test_inherited_group_refuses_to_act_in_a_task),
+		census_test(test_inherited_group_refuses_even_if_its_lock_was_held_at_fork),
+		census_test(test_host_sigchld_handler_and_own_child_keep_working),
+		census_test(test_host_ignoring_sigchld_still_gets_each_task_result),
+		census_test(test_host_with_sa_nocldwait_still_gets_each_task_result),
+		census_test(test_host_thread_reaping_any_child_still_gets_each_task_result),
+		census_test(test_host_signal_state_is_reset_in_the_task),
+		census_test(test_stat_parser_finds_the_signal_fields_after_the_name),
+		census_test(test_host_signal_state_is_reset_whatever_the_host_is_called),
+		census_test(test_host_atexit_handler_does_not_run_in_a_task),
+		census_test(test_library_fds_stay_off_0_to_2_when_the_host_closed_them),
+		census_test(test_signal_storm_loses_no_result_in_wait_and_no_child_in_free),
 	};
 
+	census_begin();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -284,11 +284,12 @@ static void test_task_whose_host_dies_right_after_go_never_outlives_it(void **st
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_tasks_and_grandchildren_die_when_the_host_is_killed),
-		cmocka_unit_test(test_exec_d_tasks_die_when_the_host_is_killed),
-		cmocka_unit_test(test_tasks_outlive_the_thread_that_started_them),
-		cmocka_unit_test(test_task_whose_host_dies_right_after_go_never_outlives_it),
+		census_test(test_tasks_and_grandchildren_die_when_the_host_is_killed),
+		census_test(test_exec_d_tasks_die_when_the_host_is_killed),
+		census_test(test_tasks_outlive_the_thread_that_started_them),
+		census_test(test_task_whose_host_dies_right_after_go_never_outlives_it),
 	};
 
+	census_begin();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -708,16 +708,17 @@ static void test_five_thousand_children_run_at_once(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_go_returns_emfile_when_fds_run_out_and_the_group_goes_on),
-		cmocka_unit_test(test_new_fails_with_emfile_and_leaks_nothing),
-		cmocka_unit_test(test_go_returns_eagain_when_fork_fails),
-		cmocka_unit_test(test_go_returns_enomem_when_fork_fails),
-		cmocka_unit_test(test_go_returns_enfile_when_the_system_is_out_of_files),
-		cmocka_unit_test(test_go_returns_emfile_when_pidfd_open_fails_after_the_fork),
-		cmocka_unit_test(test_go_returns_enomem_when_the_exit_cannot_be_watched),
-		cmocka_unit_test(test_canceling_a_task_reaped_by_the_kernel_spares_the_stranger_with_its_pid),
-		cmocka_unit_test(test_five_thousand_children_run_at_once),
+		census_test(test_go_returns_emfile_when_fds_run_out_and_the_group_goes_on),
+		census_test(test_new_fails_with_emfile_and_leaks_nothing),
+		census_test(test_go_returns_eagain_when_fork_fails),
+		census_test(test_go_returns_enomem_when_fork_fails),
+		census_test(test_go_returns_enfile_when_the_system_is_out_of_files),
+		census_test(test_go_returns_emfile_when_pidfd_open_fails_after_the_fork),
+		census_test(test_go_returns_enomem_when_the_exit_cannot_be_watched),
+		census_test(test_canceling_a_task_reaped_by_the_kernel_spares_the_stranger_with_its_pid),
+		census_test(test_five_thousand_children_run_at_once),
 	};
 
+	census_begin();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -221,16 +221,17 @@ static void test_task_wide_output_is_flushed_when_it_returns_in_a_threaded_host(
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_host_buffered_output_is_written_once),
-		cmocka_unit_test(test_task_output_is_flushed_when_it_returns),
-		cmocka_unit_test(test_host_wide_buffered_output_is_written_once),
-		cmocka_unit_test(test_task_wide_output_is_flushed_when_it_returns),
-		cmocka_unit_test(test_host_has_had_a_second_thread),
-		cmocka_unit_test(test_host_buffered_output_is_written_once_in_a_threaded_host),
-		cmocka_unit_test(test_task_output_is_flushed_when_it_returns_in_a_threaded_host),
-		cmocka_unit_test(test_host_wide_buffered_output_is_written_once_in_a_threaded_host),
-		cmocka_unit_test(test_task_wide_output_is_flushed_when_it_returns_in_a_threaded_host),
+		census_test(test_host_buffered_output_is_written_once),
+		census_test(test_task_output_is_flushed_when_it_returns),
+		census_test(test_host_wide_buffered_output_is_written_once),
+		census_test(test_task_wide_output_is_flushed_when_it_returns),
+		census_test(test_host_has_had_a_second_thread),
+		census_test(test_host_buffered_output_is_written_once_in_a_threaded_host),
+		census_test(test_task_output_is_flushed_when_it_returns_in_a_threaded_host),
+		census_test(test_host_wide_buffered_output_is_written_once_in_a_threaded_host),
+		census_test(test_task_wide_output_is_flushed_when_it_returns_in_a_threaded_host),
 	};
 
+	census_begin();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

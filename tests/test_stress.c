@@ -652,11 +652,12 @@ static void test_children_of_a_threaded_host_never_hang_at_fork(void **state)
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_ten_thousand_tasks_from_eight_threads_keep_exact_accounting),
-		cmocka_unit_test(test_children_of_a_threaded_host_never_hang_at_fork),
+		census_test(test_ten_thousand_tasks_from_eight_threads_keep_exact_accounting),
+		census_test(test_children_of_a_threaded_host_never_hang_at_fork),
 	};
 
 	if (argc == 2 && strcmp(argv[1], FORK_STRESS_RUNNER) == 0)
 		return run_fork_stress();
+	census_begin();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -369,10 +369,11 @@ static void test_cancel_racing_go_from_threads_keeps_exact_accounting(void **sta
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_go_from_four_threads_gives_unique_indices_and_runs_each_task_once),
-		cmocka_unit_test(test_wait_from_two_threads_at_once_both_return_the_first_error),
-		cmocka_unit_test(test_cancel_racing_go_from_threads_keeps_exact_accounting),
+		census_test(test_go_from_four_threads_gives_unique_indices_and_runs_each_task_once),
+		census_test(test_wait_from_two_threads_at_once_both_return_the_first_error),
+		census_test(test_cancel_racing_go_from_threads_keeps_exact_accounting),
 	};
 
+	census_begin();
 	return cmocka_run_group_tests(tests, setup_count_forks, NULL);
 }

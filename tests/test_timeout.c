@@ -365,20 +365,21 @@ static void test_timeout_applies_to_commands(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_task_past_its_timeout_fails_with_timeout_and_sigterm),
-		cmocka_unit_test(test_task_done_in_time_is_a_success),
-		cmocka_unit_test(test_timeout_ignored_sigterm_gets_sigkill_after_grace),
-		cmocka_unit_test(test_timed_out_task_that_exits_0_still_fails),
-		cmocka_unit_test(test_stopped_task_still_times_out),
-		cmocka_unit_test(test_timeout_under_cancel_on_error_cancels_the_rest),
-		cmocka_unit_test(test_timeout_fires_while_the_caller_is_busy),
-		cmocka_unit_test(test_deadline_stops_every_task_and_is_final),
-		cmocka_unit_test(test_deadline_passed_refuses_go_without_forking),
-		cmocka_unit_test(test_go_blocked_at_the_limit_returns_etimedout),
-		cmocka_unit_test(test_deadline_removed_in_time_stops_nothing),
-		cmocka_unit_test(test_deadline_grace_is_not_cut_by_a_later_timeout),
-		cmocka_unit_test(test_timeout_applies_to_commands),
+		census_test(test_task_past_its_timeout_fails_with_timeout_and_sigterm),
+		census_test(test_task_done_in_time_is_a_success),
+		census_test(test_timeout_ignored_sigterm_gets_sigkill_after_grace),
+		census_test(test_timed_out_task_that_exits_0_still_fails),
+		census_test(test_stopped_task_still_times_out),
+		census_test(test_timeout_under_cancel_on_error_cancels_the_rest),
+		census_test(test_timeout_fires_while_the_caller_is_busy),
+		census_test(test_deadline_stops_every_task_and_is_final),
+		census_test(test_deadline_passed_refuses_go_without_forking),
+		census_test(test_go_blocked_at_the_limit_returns_etimedout),
+		census_test(test_deadline_removed_in_time_stops_nothing),
+		census_test(test_deadline_grace_is_not_cut_by_a_later_timeout),
+		census_test(test_timeout_applies_to_commands),
 	};
 
+	census_begin();
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
