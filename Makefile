@@ -95,7 +95,8 @@ demo: deps
 	-$(B)/examples/checksum supervisor/*.c /nonexistent/file
 
 # Each test binary runs twice: with pidfds, and with the fallback that
-# old kernels, seccomp sandboxes and valgrind get.
+# old kernels, seccomp sandboxes and valgrind get; those that test what a
+# child inherits run a third time without MADV_WIPEONFORK (run-tests.sh).
 check: deps
 	$(Q)$(MAKE) --no-print-directory all $(TESTS)
 	$(Q)tools/install-test.sh

@@ -16,19 +16,33 @@
  * state had got.  Kernels before 4.14, and sandboxes that refuse the
  * advice, leave the memory shared as usual; parentmem_wipes() says which,
  * so that the callers can fall back on comparing pids.
+ * ERRGROUP_DISABLE_WIPEONFORK=1 in the environment forces that fallback,
+ * so that tests can cover it.
  *
  * Nothing the caller of the API may hold on to lives here: an error that
  * errgroup_wait returns may be passed to a later task, which must see it.
  */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 static int wipes = -1;   /* unknown until the first allocation */
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+static bool wipe_disabled;
+
+static void read_env(void)
+{
+	const char *off = secure_getenv("ERRGROUP_DISABLE_WIPEONFORK");
+
+	wipe_disabled = off && *off && strcmp(off, "0") != 0;
+}
 
 static size_t rounded(size_t size)
 {
@@ -46,7 +60,8 @@ void *parentmem_alloc(size_t size)
 
 	if (p == MAP_FAILED)
 		return NULL;
-	wiped = madvise(p, rounded(size), MADV_WIPEONFORK) == 0;
+	pthread_once(&env_once, read_env);
+	wiped = !wipe_disabled && madvise(p, rounded(size), MADV_WIPEONFORK) == 0;
 	/* The same kernel answers the same way every time. */
 	__atomic_store_n(&wipes, wiped, __ATOMIC_RELAXED);
 	return p;
