@@ -87,6 +87,11 @@ $(B)/tests/%: tests/%.c tests/helpers.h $(STATIC) include/errgroup.h
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS_AUTO) -Isupervisor $(CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC) -lcmocka $(LDLIBS_AUTO)
 
+# It checks every call that makes, uses or closes a pidfd: the library's
+# calls go through its wrappers.
+$(B)/tests/test_pidfd_use: LDFLAGS += $(foreach f,pidfd_open close pidfd_send_signal waitid \
+	ioctl epoll_ctl fcntl,-Wl,--wrap=$(f))
+
 # The main job: checksum this tree's sources, each file in its own child,
 # then again with a file missing, to show the fail-fast stop.
 demo: deps
