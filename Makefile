@@ -23,7 +23,7 @@ B = build
 LIB_SRCS   := $(sort $(wildcard supervisor/*.c))
 LIB_OBJS   := $(LIB_SRCS:supervisor/%.c=$(B)/pic/%.o)
 TEST_SRCS  := $(sort $(wildcard tests/test_*.c))
-TESTS      := $(TEST_SRCS:tests/%.c=$(B)/tests/%)
+TESTS      := $(TEST_SRCS:tests/%.c=$(B)/tests/%) $(B)/tests/test_cost_shared
 EXAMPLES   := $(patsubst examples/%.c,$(B)/examples/%,$(sort $(wildcard examples/*.c)))
 CLI_SRCS   := $(sort $(wildcard cli/*.c))
 CLI_OBJS   := $(CLI_SRCS:cli/%.c=$(B)/cli/%.o)
@@ -86,6 +86,15 @@ $(B)/tests/%: tests/%.c tests/helpers.h $(STATIC) include/errgroup.h
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS_AUTO) -Isupervisor $(CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC) -lcmocka $(LDLIBS_AUTO)
+
+# It counts faults in children: nothing may be bound lazily there.  Also
+# built against the shared library, which most programs link.
+$(B)/tests/test_cost: LDFLAGS += -Wl,-z,now
+$(B)/tests/test_cost_shared: tests/test_cost.c tests/helpers.h $(SHARED) include/errgroup.h
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $< (shared)")
+	$(Q)$(CC) $(CFLAGS_AUTO) $(CFLAGS) $(LDFLAGS) -Wl,-z,now -o $@ $< -L$(B) \
+		-Wl,-rpath,$(abspath $(B)) -lerrgroup -lcmocka $(LDLIBS_AUTO)
 
 # It checks every call that makes, uses or closes a pidfd: the library's
 # calls go through its wrappers.

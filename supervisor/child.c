@@ -2,21 +2,19 @@
  * child.c - the task's side: what a forked child does before and after it
  * runs the task, and errgroup_errorf.
  *
- * The child was made by glibc's fork(), which resets malloc and stdio
- * locks.  It closes every library fd but the two this task needs, the
+ * The child was made by glibc's fork(), which resets malloc's locks and
+ * stdio's list lock.  It closes every library fd but the two this task needs, the
  * group channel's shared end and the read end of its lifeline, from the
  * copy of the fd registry that the fork took for it (fdreg.c).  The
  * parent blocked all signals before the fork, so no host signal handler
  * can run here before the dispositions are reset.
  *
  * Every page a child writes costs it a fault (parentmem.c), so until the
- * task runs it writes only its stack and the two thread-locals below,
- * which share a page with the thread id that the kernel has just written
- * for the new process, and it runs no libc code (rawsyscall.c).
+ * task runs it writes only its stack and the page of task_fds below, and
+ * it runs no libc code (rawsyscall.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,10 +27,16 @@
 
 #include "internal.h"
 
-/* In a task: the group channel's shared end, and the lifeline's read end
- * that it keeps; -1 elsewhere.  In the thread that runs the task. */
-static __thread int task_channel = -1;
-static __thread int task_lifeline = -1;
+/* In a task: the two library fds it keeps, for errgroup_errorf (from any
+ * of the task's threads) and for the task's own registry (fdreg.c), so
+ * that its own children close them.  -1 elsewhere.  Written once, in the
+ * child, before the task runs. */
+static struct task_fds task_fds = { -1, -1 };
+
+struct task_fds task_kept_fds(void)
+{
+	return task_fds;
+}
 
 static int send_all(int fd, const void *buf, size_t len)
 {
@@ -44,6 +48,7 @@ static int send_all(int fd, const void *buf, size_t len)
 	return n < 0 ? -errno : 0;
 }
 
+CHILD_CODE
 static _Noreturn void leave(int status)
 {
 	raw_syscall(SYS_exit_group, status, 0, 0, 0, 0, 0);
@@ -54,6 +59,7 @@ static _Noreturn void leave(int status)
  * The gate signal's number comes from the parent, since SIGRTMIN is a
  * libc call.
  */
+CHILD_CODE
 _Noreturn void child_run(const struct fdreg_snapshot *inherited, int channel, int lifeline,
 			 int gate_signal, errgroup_task *fn, void *arg)
 {
@@ -63,14 +69,8 @@ _Noreturn void child_run(const struct fdreg_snapshot *inherited, int channel, in
 	int r;
 
 	fdreg_close_snapshot(inherited, channel, lifeline);
-	/* A task of a task: the two fds its parent task kept are in no
-	 * registry of this process (fdreg.c starts a child's afresh). */
-	if (task_channel >= 0 && task_channel != channel && task_channel != lifeline)
-		raw_syscall(SYS_close, task_channel, 0, 0, 0, 0, 0);
-	if (task_lifeline >= 0 && task_lifeline != channel && task_lifeline != lifeline)
-		raw_syscall(SYS_close, task_lifeline, 0, 0, 0, 0, 0);
-	task_channel = channel;
-	task_lifeline = lifeline;
+	task_fds.channel = channel;
+	task_fds.lifeline = lifeline;
 	clean_start(31);
 	if (!lifeline_arm(lifeline))
 		leave(127);
@@ -102,7 +102,7 @@ EXPORT int errgroup_errorf(int code, const char *fmt, ...)
 	va_list ap;
 	int n;
 
-	if (task_channel < 0 || !fmt)
+	if (task_fds.channel < 0 || !fmt)
 		return code;
 	frame = malloc(FRAME_MAX);
 	if (!frame)
@@ -118,7 +118,7 @@ EXPORT int errgroup_errorf(int code, const char *fmt, ...)
 		len += (size_t)snprintf(text + len, FRAME_TRUNCATION_MARKER_MAX,
 					"[... message truncated: %d bytes]", n);
 	frame_encode_header(frame, FRAME_MESSAGE, code, len);
-	send_all(task_channel, frame, FRAME_HEADER_SIZE + len);
+	send_all(task_fds.channel, frame, FRAME_HEADER_SIZE + len);
 	free(frame);
 	return code;
 }

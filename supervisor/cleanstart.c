@@ -24,7 +24,7 @@ struct kernel_sigaction {
 
 /* The 64-bit mask that follows "\nNAME:\t" in a /proc status text, in
  * hex, in *ret; false if there is none.  No libc: see above. */
-CHILD_SHARING_MEMORY
+CHILD_SHARING_MEMORY CHILD_CODE
 static bool status_mask(const char *text, const char *name, uint64_t *ret)
 {
 	for (const char *line = text; *line; line++) {
@@ -56,7 +56,7 @@ static bool status_mask(const char *text, const char *name, uint64_t *ret)
 
 /* Reads what the file at path holds into text (NUL-terminated); false if
  * it cannot. */
-CHILD_SHARING_MEMORY
+CHILD_SHARING_MEMORY CHILD_CODE
 static bool read_text(const char *path, char *text, size_t size)
 {
 	long fd, n;
@@ -74,7 +74,7 @@ static bool read_text(const char *path, char *text, size_t size)
 
 /* The decimal number that starts at p; false if there is none, or if the
  * text ends right after it (it may have been cut). */
-CHILD_SHARING_MEMORY
+CHILD_SHARING_MEMORY CHILD_CODE
 static bool decimal_at(const char *p, uint64_t *ret)
 {
 	uint64_t n = 0;
@@ -92,7 +92,7 @@ static bool decimal_at(const char *p, uint64_t *ret)
  * be on a page of the library's that a forked child has not read yet, and
  * reading it would cost a fault.  Through a volatile pointer, or the
  * compiler merges the stores into a copy of just such a constant. */
-CHILD_SHARING_MEMORY
+CHILD_SHARING_MEMORY CHILD_CODE
 static void stat_path(char *path)
 {
 	volatile char *p = path;
@@ -108,7 +108,7 @@ static void stat_path(char *path)
  * since the command name may hold anything.  False if the text has no
  * such fields (or may have been cut in the middle of them).
  */
-CHILD_SHARING_MEMORY
+CHILD_SHARING_MEMORY CHILD_CODE
 bool stat_signals_set(const char *text, uint64_t *ret)
 {
 	const char *p = NULL;
@@ -133,7 +133,7 @@ bool stat_signals_set(const char *text, uint64_t *ret)
 
 /* From this process's /proc/self/stat, which is short enough for a small
  * buffer: each stack page a forked child writes costs it a fault. */
-CHILD_SHARING_MEMORY __attribute__((noinline))
+CHILD_SHARING_MEMORY CHILD_CODE __attribute__((noinline))
 static bool classic_signals_set(uint64_t *ret)
 {
 	char path[16], text[512];
@@ -145,7 +145,7 @@ static bool classic_signals_set(uint64_t *ret)
 /* All 64 signals' worth, from /proc/thread-self/status.  Only commands
  * need the real-time ones, and their child shares the parent's memory, so
  * this costs no faults. */
-CHILD_SHARING_MEMORY __attribute__((noinline))
+CHILD_SHARING_MEMORY CHILD_CODE __attribute__((noinline))
 static bool all_signals_set(uint64_t *ret)
 {
 	char text[2048];
@@ -164,7 +164,7 @@ static bool all_signals_set(uint64_t *ret)
  * per signal (29 or 62 calls, each a few times the cost of a read,
  * docs/benchmarks.md).  Every signal when /proc cannot tell.
  */
-CHILD_SHARING_MEMORY
+CHILD_SHARING_MEMORY CHILD_CODE
 static uint64_t signals_set(int last_signal)
 {
 	uint64_t set;
@@ -179,18 +179,21 @@ static uint64_t signals_set(int last_signal)
  * the child alone, which has no descendants yet.  Dispositions the host
  * set (an ignored SIGTERM, a SIGINT handler) would make cancellation fail
  * or run host code in the task: every signal up to last_signal that has
- * one goes back to SIG_DFL.  A function task stops at 31, since glibc keeps
+ * one goes back to SIG_DFL, and SIGCHLD always.  A function task stops at 31, since glibc keeps
  * 32 and 33 for its threads; a command resets them all, as exec would not
  * reset ignored ones.
  */
-CHILD_SHARING_MEMORY
+CHILD_SHARING_MEMORY CHILD_CODE
 void clean_start(int last_signal)
 {
 	struct kernel_sigaction dfl = { 0 };
 	uint64_t set;
 
 	raw_syscall(SYS_setpgid, 0, 0, 0, 0, 0, 0);
-	set = signals_set(last_signal);
+	/* SIGCHLD's flags (SA_NOCLDWAIT, SA_NOCLDSTOP) change how the task's
+	 * own children end even under SIG_DFL, and /proc does not show them:
+	 * it is always reset. */
+	set = signals_set(last_signal) | UINT64_C(1) << (SIGCHLD - 1);
 	for (int sig = 1; sig <= last_signal; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP && (set >> (sig - 1) & 1))
 			raw_syscall(SYS_rt_sigaction, sig, (long)&dfl, 0, sizeof dfl.mask, 0, 0);

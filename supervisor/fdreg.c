@@ -30,7 +30,8 @@
  * Bits of fds from LOW_FDS up (a host with hundreds of live tasks) are in
  * an ordinary heap array, which the child sees as it was at the fork: the
  * snapshot only points at it.  A child starts with a registry of its own,
- * empty, made the first time it uses the library.
+ * made the first time it uses the library or forks; a task's holds the two
+ * fds the task keeps, so that its own children close them as well.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -53,7 +54,8 @@
 struct registry {
 	pthread_mutex_t lock;
 	bool live;                      /* false in a child: its copy is zeroes */
-	pthread_t fork_holder;          /* the thread whose fork holds the lock */
+	pthread_t fork_holder;          /* the thread whose fork holds the lock;
+	                                   atomic: parent() reads it unlocked */
 	struct fdreg_snapshot *requests;   /* forks of the library's own, under way */
 	size_t count;                   /* registered fds; high is freed at 0 */
 	uint64_t *high;                 /* bit fd - LOW_FDS: the library holds fd */
@@ -72,6 +74,7 @@ static bool inherited_valid;
 
 static void prepare(void);
 static void parent(void);
+CHILD_CODE
 static void child(void);
 
 static void install_atfork(void)
@@ -79,18 +82,29 @@ static void install_atfork(void)
 	pthread_atfork(prepare, parent, child);
 }
 
+static int mark(struct registry *r, int fd);
+
 /* The process's registry, made on first use; NULL if out of memory. */
 static struct registry *registry(void)
 {
 	struct registry *r = __atomic_load_n(&registry_now, __ATOMIC_ACQUIRE), *fresh;
+	struct task_fds kept;
 
 	if (r && r->live)
 		return r;
+	kept = task_kept_fds();
 	fresh = parentmem_alloc(sizeof *fresh);
 	if (!fresh)
 		return NULL;
 	pthread_mutex_init(&fresh->lock, NULL);
 	fresh->live = true;
+	/* In a task: what it keeps is the library's too.  (Below LOW_FDS,
+	 * marking cannot fail; above, a failure leaves the two fds open in
+	 * the task's children, which is all it costs.) */
+	if (kept.channel >= 0)
+		mark(fresh, kept.channel);
+	if (kept.lifeline >= 0)
+		mark(fresh, kept.lifeline);
 	/* A stale pointer (a child's) or none is replaced once; a thread
 	 * that loses the race uses the winner's.  A child's stale page is
 	 * left mapped: another of its threads may be reading it. */
@@ -121,9 +135,8 @@ static void unlock(struct registry *r)
 	pthread_mutex_unlock(&r->lock);
 }
 
-/* The registry a fork's handlers act on: live in the process that forks;
- * NULL before the first use, and in a child that has not used the library
- * yet. */
+/* The registry as the parent and child handlers find it: the one prepare
+ * locked, unless it could not make one. */
 static struct registry *at_fork(void)
 {
 	struct registry *r = __atomic_load_n(&registry_now, __ATOMIC_ACQUIRE);
@@ -138,17 +151,24 @@ static void take_snapshot(struct registry *r, struct fdreg_snapshot *s)
 	s->high_words = r->high_words;
 }
 
+/*
+ * Makes the registry if there is none yet (a child's first fork), so that
+ * every fork, from its prepare to its parent handler, holds the lock that
+ * every registration takes: a thread making the process's first registry
+ * while another forks would otherwise register fds the fork does not see.
+ */
 static void prepare(void)
 {
-	struct registry *r = at_fork();
+	struct registry *r = registry();
 	struct fdreg_snapshot **p, *own = NULL;
+	pthread_t self = pthread_self();
 
 	if (!r)
-		return;
+		return;   /* out of memory: nothing registered to protect */
 	pthread_mutex_lock(&r->lock);
-	r->fork_holder = pthread_self();
+	__atomic_store_n(&r->fork_holder, self, __ATOMIC_RELAXED);
 	for (p = &r->requests; *p; p = &(*p)->next) {
-		if (pthread_equal((*p)->thread, r->fork_holder)) {
+		if (pthread_equal((*p)->thread, self)) {
 			own = *p;
 			*p = own->next;
 			break;
@@ -163,21 +183,25 @@ static void prepare(void)
 	inherited_valid = true;
 }
 
-/* Only the thread whose prepare took the lock releases it: a registry
- * made by another thread during the fork was not locked. */
+/* Only the thread whose prepare took the lock releases it: if prepare
+ * could not make a registry, another thread may have made one since. */
 static void parent(void)
 {
 	struct registry *r = at_fork();
 
-	if (!r || !pthread_equal(r->fork_holder, pthread_self()))
+	if (!r || !pthread_equal(__atomic_load_n(&r->fork_holder, __ATOMIC_RELAXED),
+				 pthread_self()))
 		return;
-	r->fork_holder = 0;
+	__atomic_store_n(&r->fork_holder, 0, __ATOMIC_RELAXED);
+	/* Tested first: the library's own fork leaves it false, and a write
+	 * here would be a copy-on-write fault for every task. */
 	if (inherited_valid)
 		inherited_valid = false;
 	unlock(r);
 }
 
 /* Closes fds first..last, in a child: raw system calls (rawsyscall.c). */
+CHILD_CODE
 static void close_run(int first, int last)
 {
 	if (raw_syscall(SYS_close_range, first, last, 0, 0, 0, 0) == 0)
@@ -190,6 +214,7 @@ static void close_run(int first, int last)
  * runs of consecutive fds to close, but for keep_a and keep_b: *first and
  * *last hold the run still open, which a gap ends.  Reads only: each page
  * a child writes is a copy-on-write fault. */
+CHILD_CODE
 static void close_words(const uint64_t *words, size_t n, int base, int keep_a, int keep_b,
 			int *first, int *last)
 {
@@ -219,6 +244,7 @@ static void close_words(const uint64_t *words, size_t n, int base, int keep_a, i
  * close_range each: with thousands of tasks running, a close() per fd made
  * every start cost O(tasks) system calls.
  */
+CHILD_CODE
 void fdreg_close_snapshot(const struct fdreg_snapshot *s, int keep_a, int keep_b)
 {
 	int first = -1, last = -2;
@@ -272,7 +298,10 @@ int fdreg_snapshot_at_fork(struct fdreg_snapshot *s)
 	return 0;
 }
 
-/* A fork that failed before its prepare handler ran leaves s listed. */
+/* After the fork: s must not stay listed, since it lives on the caller's
+ * stack.  glibc runs the prepare handler before every fork, so s is taken
+ * by now; this checks, because a request left behind would have the next
+ * fork of this thread write into a dead stack frame. */
 void fdreg_snapshot_done(struct fdreg_snapshot *s)
 {
 	struct registry *r;

@@ -5,21 +5,26 @@
  * buffered when it called errgroup_go would be written again by a task
  * that flushes, and what a task prints sits in its own buffers until they
  * are flushed, which _exit does not do.  So the parent flushes before each
- * fork and the child after the task.  fflush(NULL) does both, but it takes
- * libc's lock on the list of streams, a write to one of libc's pages: a
- * copy-on-write fault in the parent for every task, and in the child three
- * more, for the code of fflush that a child has not mapped yet (see
- * parentmem.c for what a fault costs).  So the list is first read, without
- * the lock, for a stream with output to write; usually none has, and
- * nothing is written at all.
+ * fork and the child after the task: the streams that have output
+ * pending, and only those.
  *
- * Reading the list without its lock is safe only while no other thread
- * can open or close a stream, that is while the process has one thread
- * (__libc_single_threaded).  The list is glibc's _IO_list_all, an exported
- * symbol, read through the public fields of struct _IO_FILE; it is a weak
- * reference, so that a libc without it gets fflush(NULL) every time.  A
- * wide-oriented stream keeps its output elsewhere, so it counts as having
- * some.
+ * Not fflush(NULL), for two reasons.  It locks every stream, and a stream
+ * that another thread holds, as a thread blocked in fgets(stdin) holds
+ * stdin, would hold errgroup_go up for as long; in a child that lock can
+ * never be released at all, its holder being a thread the fork did not
+ * copy.  And it takes libc's lock on the list of streams, a write to one
+ * of libc's pages: a copy-on-write fault in the parent for every task, and
+ * in the child three more, for the code of fflush that a child has not
+ * mapped yet (see parentmem.c for what a fault costs).
+ *
+ * So the list is read through glibc's exported _IO_list_all and the
+ * public fields of struct _IO_FILE: without its lock while the process
+ * has one thread (__libc_single_threaded), since nothing else can open or
+ * close a stream then; under _IO_list_lock otherwise, which glibc's fork
+ * takes in a threaded process anyway.  A wide-oriented stream keeps its
+ * output elsewhere, so it counts as pending.  The symbols are weak
+ * references: a glibc without them gets fflush(NULL), and so does any
+ * other C library.
  */
 #define _GNU_SOURCE
 #include <stdbool.h>
@@ -30,8 +35,12 @@
 
 #include "internal.h"
 
+#if defined(__GLIBC__)
 extern FILE *_IO_list_all __attribute__((weak));
+void _IO_list_lock(void) __attribute__((weak));
+void _IO_list_unlock(void) __attribute__((weak));
 
+CHILD_CODE
 static bool single_threaded(void)
 {
 #if __has_include(<sys/single_threaded.h>)
@@ -41,18 +50,33 @@ static bool single_threaded(void)
 #endif
 }
 
-static bool output_pending(void)
+CHILD_CODE
+static bool pending(FILE *f)
 {
-	if (!&_IO_list_all || !single_threaded())
-		return true;
-	for (FILE *f = _IO_list_all; f; f = f->_chain)
-		if (f->_mode > 0 || f->_IO_write_ptr > f->_IO_write_base)
-			return true;
-	return false;
+	return f->_mode > 0 || f->_IO_write_ptr > f->_IO_write_base;
 }
 
+CHILD_CODE
 void flush_pending_output(void)
 {
-	if (output_pending())
+	bool locked;
+
+	if (!&_IO_list_all || !_IO_list_lock || !_IO_list_unlock) {
 		fflush(NULL);
+		return;
+	}
+	locked = !single_threaded();
+	if (locked)
+		_IO_list_lock();
+	for (FILE *f = _IO_list_all; f; f = f->_chain)
+		if (pending(f))
+			fflush(f);
+	if (locked)
+		_IO_list_unlock();
 }
+#else
+void flush_pending_output(void)
+{
+	fflush(NULL);
+}
+#endif

@@ -49,6 +49,12 @@
  * write the parent's books. */
 #define CHILD_SHARING_MEMORY __attribute__((no_sanitize("address", "thread", "undefined")))
 
+/* Code a forked child runs before its task, kept side by side: the first
+ * instruction a child runs in each 64 KiB of code is a page fault
+ * (parentmem.c says what one costs).  GNU ld places the .text.hot
+ * sections of all objects together. */
+#define CHILD_CODE __attribute__((section(".text.hot.errgroup_child")))
+
 /* How a task ended, as the group keeps it: one for each failure, and
  * one for each end while errgroup_fd's queue exists.  Taken from a stock
  * that start_task fills (g->spare_ends), so that recording an end never
@@ -171,6 +177,12 @@ void task_release(errgroup *g, struct task *t);
 struct fdreg_snapshot;
 _Noreturn void child_run(const struct fdreg_snapshot *inherited, int channel, int lifeline,
 			 int gate_signal, errgroup_task *fn, void *arg);
+/* In a task, the fds it keeps (-1 outside a task). */
+struct task_fds {
+	int channel;                /* the group channel's shared end */
+	int lifeline;               /* the read end of its lifeline */
+};
+struct task_fds task_kept_fds(void);
 
 /* flush.c: stdio output that would otherwise be lost or written twice. */
 void flush_pending_output(void);

@@ -27,7 +27,7 @@
  * kernel wakes the reader before it signals, so not even a byte read
  * before arming is safe).  Returns false if the parent is already gone.
  */
-CHILD_SHARING_MEMORY
+CHILD_SHARING_MEMORY CHILD_CODE
 bool lifeline_arm(int lifeline)
 {
 	struct pollfd p = { .fd = lifeline, .events = POLLIN };

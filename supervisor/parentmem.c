@@ -33,16 +33,11 @@
 
 #include "internal.h"
 
-static int wipes = -1;   /* unknown until the first allocation */
-static pthread_once_t env_once = PTHREAD_ONCE_INIT;
-static bool wipe_disabled;
-
-static void read_env(void)
-{
-	const char *off = secure_getenv("ERRGROUP_DISABLE_WIPEONFORK");
-
-	wipe_disabled = off && *off && strcmp(off, "0") != 0;
-}
+static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+static bool probed;   /* wipes is decided (the atfork child handler asks,
+                         where pthread_once would be a page of libc's to
+                         map: see child.c) */
+static bool wipes;
 
 static size_t rounded(size_t size)
 {
@@ -51,19 +46,38 @@ static size_t rounded(size_t size)
 	return (size + page - 1) / page * page;
 }
 
+/* Whether to wipe is decided once, by the kernel's answer to the first
+ * advice: a group whose memory a child saw would take the child for its
+ * owner, so the answer must hold for every allocation. */
+static void probe(void)
+{
+	const char *off = secure_getenv("ERRGROUP_DISABLE_WIPEONFORK");
+	size_t size = rounded(1);
+	void *p;
+
+	if (!off || !*off || strcmp(off, "0") == 0) {
+		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p != MAP_FAILED) {
+			wipes = madvise(p, size, MADV_WIPEONFORK) == 0;
+			munmap(p, size);
+		}
+	}
+	__atomic_store_n(&probed, true, __ATOMIC_RELEASE);
+}
+
 /* Zeroed memory of at least size bytes, or NULL. */
 void *parentmem_alloc(size_t size)
 {
-	void *p = mmap(NULL, rounded(size), PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	bool wiped;
+	void *p;
 
+	pthread_once(&probe_once, probe);
+	p = mmap(NULL, rounded(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
-	pthread_once(&env_once, read_env);
-	wiped = !wipe_disabled && madvise(p, rounded(size), MADV_WIPEONFORK) == 0;
-	/* The same kernel answers the same way every time. */
-	__atomic_store_n(&wipes, wiped, __ATOMIC_RELAXED);
+	if (wipes && madvise(p, rounded(size), MADV_WIPEONFORK) < 0) {
+		munmap(p, rounded(size));
+		return NULL;
+	}
 	return p;
 }
 
@@ -73,9 +87,11 @@ void parentmem_free(void *p, size_t size)
 		munmap(p, rounded(size));
 }
 
-/* Whether a forked child sees this memory as zeroes.  Only meaningful
- * after an allocation. */
+/* Whether a forked child sees this memory as zeroes. */
+CHILD_CODE
 bool parentmem_wipes(void)
 {
-	return __atomic_load_n(&wipes, __ATOMIC_RELAXED) == 1;
+	if (!__atomic_load_n(&probed, __ATOMIC_ACQUIRE))
+		pthread_once(&probe_once, probe);
+	return wipes;
 }

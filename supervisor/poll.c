@@ -123,13 +123,18 @@ static void sweep(errgroup *g)
 {
 	struct task *t, *next;
 	uint64_t now = now_ns();
+	bool reaped = false;
 
 	if (now - g->swept_ns < SWEEP_MS * UINT64_C(1000000))
 		return;
 	g->swept_ns = now;
 	RB_FOREACH_SAFE(t, task_tree, &g->tasks, next)
-		if (t->pidfd < 0 || t->unreapable)
-			reap_task(g, t);
+		if ((t->pidfd < 0 || t->unreapable) && reap_task(g, t))
+			reaped = true;
+	/* What the tasks that succeeded sent, before anyone else can take
+	 * their pids (see round_once). */
+	if (reaped)
+		channel_drain(g);
 }
 
 /* One round: wait up to the next timer (or not at all), handle what came.
@@ -144,6 +149,16 @@ static void round_once(errgroup *g, bool block)
 	pthread_mutex_lock(&g->lock);
 	for (int i = 0; i < n; i++)
 		handle_event(g, events[i].data.u64);
+	/*
+	 * A task that succeeded is reaped without reading the channel
+	 * (reap.c); its frames were queued before its exit, so epoll lists
+	 * the channel in this round or an earlier one, and they are read and
+	 * dropped here.  Unless the round was cut at MAX_EVENTS: then they
+	 * are read now, or they could wait, in a group gone idle, until a
+	 * later task took the pid and their text.
+	 */
+	if (n == MAX_EVENTS)
+		channel_drain(g);
 	if (needs_sweep(g))
 		sweep(g);
 	if (g->kill_at_ns && g->kill_at_ns <= now_ns())

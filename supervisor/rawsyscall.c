@@ -11,7 +11,9 @@
  * update the parent's books and errno would be the parent thread's.
  *
  * Returns the kernel's answer: the result, or -errno; errno is left alone.
- * Architectures without an inline version here use libc's syscall().
+ * Architectures without an inline version here use libc's syscall(),
+ * which maps its page and, on failure, writes errno (in a command's child,
+ * the calling thread's, which is asleep until the exec).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,7 +21,7 @@
 
 #include "internal.h"
 
-CHILD_SHARING_MEMORY
+CHILD_SHARING_MEMORY CHILD_CODE
 long raw_syscall(long number, long a, long b, long c, long d, long e, long f)
 {
 #if defined(__x86_64__)

@@ -215,9 +215,9 @@ bool reap_task(errgroup *g, struct task *t)
 		return false;
 	/* Every frame the child sent is queued by now, and they matter only
 	 * if it failed: a RETURNED frame carries its whole code, a message
-	 * its text.  A clean exit's frames are left to the next round, which
-	 * drops them (their sender is no longer a task); so a task that
-	 * sends nothing costs no read. */
+	 * its text.  A clean exit's frames are read in the poller's round
+	 * (poll.c), and dropped, their sender being no longer a task; so a
+	 * task that sends nothing costs no read. */
 	if (t->timed_out || o.lost || o.killed || o.code != 0)
 		channel_drain(g);
 	v = judge(t, &o);

@@ -13,7 +13,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/pidfd.h>
@@ -88,6 +87,7 @@ static int reserve_records(errgroup *g)
  * in parentmem or on this stack (see parentmem.c): the fd registry's copy
  * for the child included, which the atfork prepare handler fills in.
  */
+CHILD_CODE
 static int spawn_call(errgroup *g, const void *what, struct task *t)
 {
 	const struct call *c = what;
@@ -100,13 +100,14 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 	r = fdreg_pipe(lifeline);
 	if (r < 0)
 		return r;
-	/* Output the host buffered would otherwise be written by the child
-	 * too, when the task flushes stdio. */
-	flush_pending_output();
 	/* No host signal handler may run in the child before it resets
 	 * the dispositions; the child unblocks once it has. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &saved);
+	/* Output the host buffered would otherwise be written by the child
+	 * too, when the task flushes stdio; signals are blocked first, so
+	 * that no handler buffers more in between. */
+	flush_pending_output();
 	r = fdreg_snapshot_at_fork(&inherited);
 	if (r < 0) {
 		pthread_sigmask(SIG_SETMASK, &saved, NULL);

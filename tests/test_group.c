@@ -6,6 +6,7 @@
 #include "helpers.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <sys/prctl.h>
@@ -456,6 +457,37 @@ static void test_message_of_a_task_that_succeeded_is_never_another_tasks(void **
 	errgroup_free(g);
 }
 
+/* A message sent by another of the task's threads arrives as well: the
+ * channel is the task's, not one thread's. */
+static void *send_from_thread(void *arg)
+{
+	(void)arg;
+	errgroup_errorf(5, "from a worker thread");
+	return NULL;
+}
+
+static int message_from_another_thread(void *arg)
+{
+	pthread_t worker;
+
+	(void)arg;
+	if (pthread_create(&worker, NULL, send_from_thread, NULL) != 0)
+		return 100;
+	pthread_join(worker, NULL);
+	return 5;
+}
+
+static void test_message_sent_by_another_thread_of_the_task_arrives(void **state)
+{
+	char msg[128];
+	struct errgroup_error e = run_one(message_from_another_thread, NULL, msg, sizeof msg);
+	(void)state;
+
+	assert_int_equal(e.cause, ERRGROUP_RETURNED);
+	assert_int_equal(e.code, 5);
+	assert_string_equal(msg, "from a worker thread");
+}
+
 static int message_then_crash(void *arg)
 {
 	(void)arg;
@@ -648,6 +680,7 @@ int main(void)
 		census_test(test_core_dump_is_reported_in_the_message_and_the_status),
 		census_test(test_exit_zero_is_success_whatever_it_sent),
 		census_test(test_message_of_a_task_that_succeeded_is_never_another_tasks),
+		census_test(test_message_sent_by_another_thread_of_the_task_arrives),
 		census_test(test_message_survives_a_crash),
 		census_test(test_last_message_wins),
 		census_test(test_message_of_64_kib_arrives_intact),

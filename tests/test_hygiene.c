@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -456,10 +457,11 @@ static void test_task_sees_no_library_fd_above_a_lowered_fd_limit(void **state)
 
 /*
  * A task that runs a group of its own: its task (the test's grandchild)
- * takes the census, and may hold only its own group's two fds.  The
- * outer group's channel and lifeline, which its parent task keeps, are in
- * no registry of the task's (a child starts a registry afresh): the
- * grandchild closes them itself.
+ * takes the census, and may hold only its own group's two fds, not the
+ * outer group's channel and lifeline, which its parent task keeps.  The
+ * task's own registry lists those two (fdreg.c), whichever of the task's
+ * threads starts the inner task; a child the task forks itself closes
+ * them too.
  */
 static int census_in_own_group(void *arg)
 {
@@ -478,19 +480,55 @@ static int census_in_own_group(void *arg)
 	return r;
 }
 
+static void *run_census_in_own_group(void *result)
+{
+	*(int *)result = census_in_own_group(NULL);
+	return NULL;
+}
+
+static int census_in_own_group_from_a_second_thread(void *arg)
+{
+	pthread_t thread;
+	int r = 102;
+
+	(void)arg;
+	if (pthread_create(&thread, NULL, run_census_in_own_group, &r) != 0)
+		return 103;
+	pthread_join(thread, NULL);
+	return r;
+}
+
+static int census_in_own_fork(void *arg)
+{
+	char names[512] = "";
+	int status;
+	pid_t pid;
+
+	(void)arg;
+	pid = fork();
+	if (pid == 0)
+		_exit(foreign_fd_count(names, sizeof names, false) ? 1 : 0);
+	if (pid < 0 || waitpid(pid, &status, 0) != pid)
+		return 104;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 :
+	       errgroup_errorf(105, "the task's own child holds library fds");
+}
+
 static void test_task_of_a_task_holds_no_fd_of_the_outer_group(void **state)
 {
+	errgroup_task *kinds[] = { census_in_own_group, census_in_own_group_from_a_second_thread,
+				   census_in_own_fork };
 	const struct errgroup_error *e;
 	errgroup *g = errgroup_new();
 
 	(void)state;
 	assert_non_null(g);
 	note_host_fds();
-	for (int i = 0; i < 2; i++)
-		assert_int_equal(errgroup_go(g, census_in_own_group, NULL), i);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(errgroup_go(g, kinds[i], NULL), i);
 	e = errgroup_wait(g);
 	if (e)
-		print_error("%s\n", e->message);
+		print_error("task %d: %s\n", e->task, e->message);
 	assert_null(e);
 	errgroup_free(g);
 }
@@ -1057,6 +1095,51 @@ static void test_host_signal_state_is_reset_whatever_the_host_is_called(void **s
 	prctl(PR_SET_NAME, old_name);
 }
 
+/*
+ * A host with SA_NOCLDWAIT on a default SIGCHLD: /proc lists SIGCHLD
+ * neither ignored nor caught, but the flag would make the task's own
+ * children vanish unwaited (its waitpid fails with ECHILD, system()
+ * returns -1).  The child resets SIGCHLD whatever /proc says.  The task
+ * reports on the pipe: the group itself may lose its exit status to the
+ * flag (test_host_with_sa_nocldwait_still_gets_each_task_result).
+ */
+static int wait_for_own_child(void *arg)
+{
+	int status, seen = 1;
+	pid_t pid;
+
+	(void)arg;
+	pid = fork();
+	if (pid == 0)
+		_exit(7);
+	if (pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status))
+		seen = WEXITSTATUS(status);
+	tell_word(seen);
+	return 0;
+}
+
+static void test_host_nocldwait_flag_does_not_reach_the_task(void **state)
+{
+	struct sigaction nocldwait, old;
+	errgroup *g = errgroup_new();
+	int seen;
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	memset(&nocldwait, 0, sizeof nocldwait);
+	nocldwait.sa_handler = SIG_DFL;
+	nocldwait.sa_flags = SA_NOCLDWAIT;
+	assert_int_equal(sigaction(SIGCHLD, &nocldwait, &old), 0);
+	assert_int_equal(errgroup_go(g, wait_for_own_child, NULL), 0);
+	seen = await_word();
+	errgroup_wait(g);
+	sigaction(SIGCHLD, &old, NULL);
+	errgroup_free(g);
+	ready_pipe_close();
+	assert_int_equal(seen, 7);   /* the task's child's exit status */
+}
+
 /* ---- atexit (stdio: test_stdio.c) ---- */
 
 static int atexit_fd = -1;   /* where the host's atexit handler writes */
@@ -1392,6 +1475,7 @@ int main(void)
 		census_test(test_host_signal_state_is_reset_in_the_task),
 		census_test(test_stat_parser_finds_the_signal_fields_after_the_name),
 		census_test(test_host_signal_state_is_reset_whatever_the_host_is_called),
+		census_test(test_host_nocldwait_flag_does_not_reach_the_task),
 		census_test(test_host_atexit_handler_does_not_run_in_a_task),
 		census_test(test_library_fds_stay_off_0_to_2_when_the_host_closed_them),
 		census_test(test_signal_storm_loses_no_result_in_wait_and_no_child_in_free),

@@ -15,6 +15,8 @@
 #include "helpers.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <wchar.h>
 #if __has_include(<sys/single_threaded.h>)
 #include <sys/single_threaded.h>
@@ -218,6 +220,95 @@ static void test_task_wide_output_is_flushed_when_it_returns_in_a_threaded_host(
 	test_task_wide_output_is_flushed_when_it_returns(state);
 }
 
+/*
+ * A threaded host with a thread blocked reading a stream (as one blocks in
+ * fgets(stdin)): the reader holds the stream's lock as long as it waits.
+ * fflush(NULL) takes every stream's lock, so errgroup_go would wait for
+ * the line; the library flushes only streams with output pending, and a
+ * stream being read has none.  go() and wait() run in a thread of their
+ * own, so that a hang fails the test instead of stalling it.
+ */
+static FILE *read_stream;
+static int go_done[2];
+static atomic_int reader_tid;
+
+static void *read_a_line(void *arg)
+{
+	char line[64];
+
+	(void)arg;
+	atomic_store(&reader_tid, (int)gettid());
+	return fgets(line, sizeof line, read_stream);
+}
+
+/* Whether thread tid sits in read(fd), in the kernel's view. */
+static bool waits_in_read(int tid, int fd)
+{
+	char path[64], line[256];
+	long nr, arg0;
+	bool reading;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	reading = fgets(line, sizeof line, f) && sscanf(line, "%ld %lx", &nr, &arg0) == 2 &&
+		  nr == SYS_read && arg0 == fd;
+	fclose(f);
+	return reading;
+}
+
+static void *go_and_wait(void *arg)
+{
+	errgroup *g = arg;
+	int r = errgroup_go(g, noop, NULL);
+
+	if (r == 0 && errgroup_wait(g))
+		r = -1;
+	if (write(go_done[1], &r, sizeof r) != sizeof r)
+		abort();
+	return NULL;
+}
+
+static void test_go_does_not_wait_for_a_thread_reading_a_stream(void **state)
+{
+	struct pollfd done = { .events = POLLIN };
+	pthread_t reader, starter;
+	errgroup *g = errgroup_new();
+	int input[2], ready, r = -2;
+
+	(void)state;
+	assert_non_null(g);
+	assert_int_equal(pipe2(input, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(go_done, O_CLOEXEC), 0);
+	read_stream = fdopen(input[0], "r");
+	assert_non_null(read_stream);
+	atomic_store(&reader_tid, 0);
+	assert_int_equal(pthread_create(&reader, NULL, read_a_line, NULL), 0);
+	/* The reader takes the stream's lock before it blocks in read():
+	 * wait until it sits there. */
+	while (atomic_load(&reader_tid) == 0 || !waits_in_read(atomic_load(&reader_tid), input[0]))
+		sched_yield();
+	assert_int_equal(pthread_create(&starter, NULL, go_and_wait, g), 0);
+	done.fd = go_done[0];
+	do
+		ready = poll(&done, 1, WAIT_LIMIT_MS);
+	while (ready < 0 && errno == EINTR);
+	/* The line that lets the reader go, so that everything ends. */
+	assert_int_equal(write(input[1], "line\n", 5), 5);
+	assert_int_equal(pthread_join(starter, NULL), 0);
+	assert_int_equal(pthread_join(reader, NULL), 0);
+	assert_int_equal(read(go_done[0], &r, sizeof r), sizeof r);
+	fclose(read_stream);
+	close(input[1]);
+	close(go_done[0]);
+	close(go_done[1]);
+	errgroup_free(g);
+	assert_int_equal(ready, 1);   /* go and wait ended while the reader waited */
+	assert_int_equal(r, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -230,6 +321,7 @@ int main(void)
 		census_test(test_task_output_is_flushed_when_it_returns_in_a_threaded_host),
 		census_test(test_host_wide_buffered_output_is_written_once_in_a_threaded_host),
 		census_test(test_task_wide_output_is_flushed_when_it_returns_in_a_threaded_host),
+		census_test(test_go_does_not_wait_for_a_thread_reading_a_stream),
 	};
 
 	census_begin();
