@@ -4,8 +4,10 @@
 # The binaries that test what a child inherits run a third time with the
 # group's memory shared with children as ordinary memory is
 # (ERRGROUP_DISABLE_WIPEONFORK=1: kernels before 4.14, some sandboxes).
-# Every binary runs under a timeout, so a hang is a failure, not a stall.
+# Every binary runs under a timeout, so a hang is a failure, not a stall:
+# 300 s, or ERRGROUP_TEST_TIMEOUT seconds (make stress sets a longer one).
 set -u
+limit=${ERRGROUP_TEST_TIMEOUT:-300}
 fail=0
 for t in "$@"; do
 	modes="pidfd fallback"
@@ -19,7 +21,12 @@ for t in "$@"; do
 		no-wipe) env="ERRGROUP_DISABLE_PIDFD=0 ERRGROUP_DISABLE_WIPEONFORK=1" ;;
 		esac
 		echo "== $t ($mode)"
-		if ! env $env timeout -k 5 300 "$t"; then
+		env $env timeout -k 5 "$limit" "$t"
+		status=$?
+		if [ $status -eq 124 ]; then
+			echo "FAILED: $t ($mode): still running after $limit s"
+			fail=1
+		elif [ $status -ne 0 ]; then
 			echo "FAILED: $t ($mode)"
 			fail=1
 		fi
