@@ -227,7 +227,8 @@ tsan: deps
 # accounting stress instead of 3, and 20 000 children of the threaded
 # host instead of 2 000, in both pidfd modes.  Each mode may take an hour
 # before run-tests.sh calls it a hang, not check's 5 minutes: the time is
-# forks, and a fork costs 50 us on some machines and 800 us on others.
+# forks, and a fork costs 50 us on some machines and 800 us on others
+# (both modes took 28 minutes on a 2-core VM of the second kind).
 .PHONY: stress
 stress: deps
 	$(Q)$(MAKE) --no-print-directory $(B)/tests/test_stress
