@@ -26,9 +26,9 @@
  * called errgroup_go(), with the memory the parent had at that moment.  A
  * child of a multi-threaded program has only one thread: locks that other
  * threads held at the fork stay locked in it, so a task should not rely on
- * the host's own locks (glibc resets malloc's at fork, and stdio's list of
- * streams, but not a stream another thread was using at that moment).  When the task returns, the child flushes stdio and leaves with
- * _exit(): the host's atexit handlers never run in it.  The child leads its
+ * the host's own locks (glibc's malloc and stdio are safe: glibc resets
+ * their locks at fork).  When the task returns, the child flushes stdio
+ * and leaves with _exit(): the host's atexit handlers never run in it.  The child leads its
  * own process group and holds two library fds: the group's channel (closed
  * on exec) and the read end of its lifeline pipe, which stays open across
  * exec because it is what kills the task's process group if the calling

@@ -2,8 +2,8 @@
  * child.c - the task's side: what a forked child does before and after it
  * runs the task, and errgroup_errorf.
  *
- * The child was made by glibc's fork(), which resets malloc's locks and
- * stdio's list lock.  It closes every library fd but the two this task needs, the
+ * The child was made by glibc's fork(), which resets malloc's and stdio's
+ * locks.  It closes every library fd but the two this task needs, the
  * group channel's shared end and the read end of its lifeline, from the
  * copy of the fd registry that the fork took for it (fdreg.c).  The
  * parent blocked all signals before the fork, so no host signal handler

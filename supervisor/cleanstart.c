@@ -179,9 +179,9 @@ static uint64_t signals_set(int last_signal)
  * the child alone, which has no descendants yet.  Dispositions the host
  * set (an ignored SIGTERM, a SIGINT handler) would make cancellation fail
  * or run host code in the task: every signal up to last_signal that has
- * one goes back to SIG_DFL, and SIGCHLD always.  A function task stops at 31, since glibc keeps
- * 32 and 33 for its threads; a command resets them all, as exec would not
- * reset ignored ones.
+ * one goes back to SIG_DFL, and SIGCHLD always.  A function task stops
+ * at 31, since glibc keeps 32 and 33 for its threads; a command resets
+ * them all, as exec would not reset ignored ones.
  */
 CHILD_SHARING_MEMORY CHILD_CODE
 void clean_start(int last_signal)

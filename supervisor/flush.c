@@ -10,12 +10,11 @@
  *
  * Not fflush(NULL), for two reasons.  It locks every stream, and a stream
  * that another thread holds, as a thread blocked in fgets(stdin) holds
- * stdin, would hold errgroup_go up for as long; in a child that lock can
- * never be released at all, its holder being a thread the fork did not
- * copy.  And it takes libc's lock on the list of streams, a write to one
- * of libc's pages: a copy-on-write fault in the parent for every task, and
- * in the child three more, for the code of fflush that a child has not
- * mapped yet (see parentmem.c for what a fault costs).
+ * stdin, would hold errgroup_go up for as long.  And it takes libc's lock
+ * on the list of streams, a write to one of libc's pages: a copy-on-write
+ * fault in the parent for every task, and in the child three more, for
+ * the code of fflush that a child has not mapped yet (see parentmem.c for
+ * what a fault costs).
  *
  * So the list is read through glibc's exported _IO_list_all and the
  * public fields of struct _IO_FILE: without its lock while the process
