@@ -255,6 +255,27 @@ static inline bool proc_stat_fields(pid_t pid, char *state, pid_t *ppid, pid_t *
 	return ok;
 }
 
+/* What thread tid of this process is in, from /proc/self/task/TID/syscall:
+ * the system call's number in *nr and its first arguments in args.  The
+ * number of fields read (1 + arguments, up to 7); 0 while the thread runs
+ * (the file says "running"), -1 if it cannot be read. */
+static inline int read_thread_syscall(pid_t tid, long *nr, unsigned long long args[6])
+{
+	char path[64], buf[256];
+	FILE *f;
+	int n;
+
+	snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	n = fgets(buf, sizeof buf, f) ? sscanf(buf, "%ld %llx %llx %llx %llx %llx %llx", nr,
+					       &args[0], &args[1], &args[2], &args[3],
+					       &args[4], &args[5]) : 0;
+	fclose(f);
+	return n < 0 ? 0 : n;
+}
+
 /* Waits up to WAIT_LIMIT_MS for pid to end; kills it if it does not.
  * False if it had to be killed. */
 static inline bool ends_in_time(pid_t pid)

@@ -82,21 +82,10 @@ static int setup_count_forks(void **state)
  */
 static bool thread_blocked_in_epoll(pid_t tid)
 {
-	char path[64], buf[256];
 	unsigned long long args[6];
 	long nr;
-	FILE *f;
-	int n;
 
-	snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
-	f = fopen(path, "re");
-	if (!f)
-		return false;
-	n = fgets(buf, sizeof buf, f) ? sscanf(buf, "%ld %llx %llx %llx %llx %llx %llx", &nr,
-					       &args[0], &args[1], &args[2], &args[3],
-					       &args[4], &args[5]) : 0;
-	fclose(f);
-	if (n < 5)
+	if (read_thread_syscall(tid, &nr, args) < 5)
 		return false;
 #ifdef SYS_epoll_wait
 	if (nr == SYS_epoll_wait)

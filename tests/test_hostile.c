@@ -840,20 +840,12 @@ static void *wait_in_thread(void *arg)
 /* The system call that thread tid of this process is blocked in, or -1. */
 static long blocked_in(int tid)
 {
-	char path[64];
-	long nr = -1;
-	FILE *f;
+	unsigned long long args[6];
+	long nr;
 
 	if (tid == 0)
 		return -1;
-	snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
-	f = fopen(path, "re");
-	if (!f)
-		return -1;
-	if (fscanf(f, "%ld", &nr) != 1)   /* "running" */
-		nr = -1;
-	fclose(f);
-	return nr;
+	return read_thread_syscall(tid, &nr, args) >= 1 ? nr : -1;
 }
 
 static bool in_epoll_wait(long nr)

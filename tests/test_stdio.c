@@ -244,19 +244,11 @@ static void *read_a_line(void *arg)
 /* Whether thread tid sits in read(fd), in the kernel's view. */
 static bool waits_in_read(int tid, int fd)
 {
-	char path[64], line[256];
-	long nr, arg0;
-	bool reading;
-	FILE *f;
+	unsigned long long args[6];
+	long nr;
 
-	snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
-	f = fopen(path, "re");
-	if (!f)
-		return false;
-	reading = fgets(line, sizeof line, f) && sscanf(line, "%ld %lx", &nr, &arg0) == 2 &&
-		  nr == SYS_read && arg0 == fd;
-	fclose(f);
-	return reading;
+	return read_thread_syscall(tid, &nr, args) >= 2 && nr == SYS_read &&
+	       args[0] == (unsigned long long)fd;
 }
 
 static void *go_and_wait(void *arg)

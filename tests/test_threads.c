@@ -52,19 +52,11 @@ static uint64_t monotonic_ms(void)
 /* The system call thread tid is blocked in (-1 when it runs). */
 static long thread_syscall(pid_t tid, unsigned long long *ret_timeout_arg)
 {
-	char path[64], buf[256];
-	unsigned long long args[4] = { 0 };
-	long nr = -1;
-	FILE *f;
+	unsigned long long args[6] = { 0 };
+	long nr;
 
-	snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
-	f = fopen(path, "re");
-	if (!f)
-		return -1;
-	if (!fgets(buf, sizeof buf, f) ||
-	    sscanf(buf, "%ld %llx %llx %llx %llx", &nr, &args[0], &args[1], &args[2], &args[3]) != 5)
+	if (read_thread_syscall(tid, &nr, args) < 5)
 		nr = -1;
-	fclose(f);
 	*ret_timeout_arg = args[3];
 	return nr;
 }
