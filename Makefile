@@ -156,7 +156,8 @@ BENCH_B = $(B)/bench-O2
 BENCH_LDFLAGS = -Wl,-z,now
 .PHONY: bench bench-syscalls bench-build
 
-bench-build: $(STATIC) $(B)/bench/bench $(B)/bench/children $(B)/bench/orphans
+bench-build: $(STATIC) $(B)/bench/bench $(B)/bench/children $(B)/bench/orphans \
+	$(B)/bench/helpers
 
 $(B)/bench/%: bench/%.c $(STATIC) include/errgroup.h
 	@mkdir -p $(@D)
@@ -168,6 +169,7 @@ $(B)/bench/%: bench/%.c $(STATIC) include/errgroup.h
 bench:
 	$(Q)$(MAKE) --no-print-directory B=$(BENCH_B) CFLAGS='-O2 -g' bench-build
 	$(BENCH_B)/bench/bench
+	$(BENCH_B)/bench/helpers
 	$(BENCH_B)/bench/children 5000
 	$(BENCH_B)/bench/children --fd-limit 1024 1000 || true
 	$(BENCH_B)/bench/orphans
