@@ -115,19 +115,28 @@ static void *epoll_thread(void *unused)
 }
 
 /* What the watcher reads when a child's pidfd turns readable: the wait
- * status is field 52 of the zombie's stat. */
-static void read_stat(pid_t pid)
+ * status is field 52 of the zombie's stat, counted from the last ')' as
+ * the command name may hold anything.  -1 if it cannot tell. */
+static int read_status(pid_t pid)
 {
-	char path[64], text[512];
-	int fd;
+	char path[64], text[1024], *p;
+	ssize_t n;
+	int fd, field = 2;
 
 	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return;
-	if (read(fd, text, sizeof text) < 0)
-		text[0] = '\0';
+		return -1;
+	n = read(fd, text, sizeof text - 1);
 	close(fd);
+	if (n <= 0)
+		return -1;
+	text[n] = '\0';
+	p = strrchr(text, ')');
+	for (; p && *p && field < 52; p++)
+		if (*p == ' ')
+			field++;
+	return p && *p ? atoi(p) : -1;
 }
 
 static void watch_pidfd(int epfd, pid_t pid, int pidfd)
@@ -187,8 +196,11 @@ static int take_ring(unsigned *tail)
 	return 1;
 }
 
+/* Exits with the number of children whose status it read as other than
+ * 0 (at most 255), so that the run can check what the watcher reads. */
 static _Noreturn void watcher(enum variant v)
 {
+	int failed = 0, status;
 	struct epoll_event ev[16];
 	struct epoll_event source = { .events = EPOLLIN, .data.u64 = UINT64_MAX };
 	unsigned tail = 0;
@@ -205,10 +217,15 @@ static _Noreturn void watcher(enum variant v)
 		for (int i = 0; i < n; i++) {
 			if (ev[i].data.u64 == UINT64_MAX) {
 				if (!(v == PROCESS ? receive_pidfds() : take_ring(&tail)))
-					_exit(0);
+					_exit(failed);
 				continue;
 			}
-			read_stat((pid_t)(ev[i].data.u64 >> 32));
+			status = read_status((pid_t)(ev[i].data.u64 >> 32));
+			/* A status read after the parent reaped may be a
+			 * stranger's; the parent has then seen the end itself. */
+			if (syscall(SYS_pidfd_send_signal, (int)(uint32_t)ev[i].data.u64, 0,
+				    NULL, 0) == 0 && status != 0 && failed < 255)
+				failed++;
 			close((int)(uint32_t)ev[i].data.u64);
 		}
 	}
@@ -351,8 +368,15 @@ static double run(enum variant v, int concurrency, int tasks)
 		close(sock[0]);
 	if (v == RING)
 		ring_push(WATCHER_END);
-	if (watcher_pid > 0)
-		waitpid(watcher_pid, NULL, 0);
+	if (watcher_pid > 0) {
+		int status;
+
+		if (waitpid(watcher_pid, &status, 0) < 0 || !WIFEXITED(status) ||
+		    WEXITSTATUS(status) != 0) {
+			fprintf(stderr, "helpers: the watcher saw a status other than 0\n");
+			exit(1);
+		}
+	}
 	return start;
 }
 
