@@ -32,7 +32,11 @@
  * own process group and holds two library fds: the group's channel (closed
  * on exec) and the read end of its lifeline pipe, which stays open across
  * exec because it is what kills the task's process group if the calling
- * process dies; every other library fd is closed in every child.  No
+ * process dies (a task that closes it is no longer killed that way); every
+ * other library fd is closed in every child.  When a task ends, however
+ * it ended, whatever is left of its process group gets SIGKILL before
+ * the task is reaped: what a task starts does not outlive it, unless it
+ * leaves the process group (setsid, setpgid).  No
  * library fd is ever 0, 1 or 2, even in a host that closed its stdio, so
  * a task's printf never lands in them.
  *
@@ -192,7 +196,8 @@ struct errgroup_cmd {
  * errgroup_go_cmd - start a program as a task.  The same task as any other:
  * it leads its own process group, starts with default signal dispositions
  * and an empty signal mask, holds no library fd but its lifeline (so it
- * dies with the calling process), and counts against the limit, the
+ * dies with the calling process, unless it closes the fds it inherited),
+ * and counts against the limit, the
  * timeout and cancellation.  Its exit status is its result: 0 is success,
  * anything else an error with cause ERRGROUP_EXITED or ERRGROUP_SIGNALED.
  * It is started without copying the caller's memory (clone with CLONE_VM

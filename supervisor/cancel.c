@@ -37,26 +37,54 @@ void task_signal(struct task *t, int sig)
 		kill(t->pid, sig);
 }
 
-/* True once the child has exited (or someone else reaped it); leaves it
- * unreaped.  A host that traces its own task also gets the task's ptrace
- * stops from waitid, whatever the options ("traditionally", says the
- * kernel): those are not ends, and WNOWAIT leaves them to the host. */
-bool task_has_exited(struct task *t)
+/* Asks, without reaping, how t ended: waitid's answer, with si_pid 0 in
+ * *si if it has not.  A host that traces its own task also gets the
+ * task's ptrace stops from waitid, whatever the options ("traditionally",
+ * says the kernel): those are not ends, and WNOWAIT leaves them to the
+ * host. */
+static int peek_end(struct task *t, siginfo_t *si)
 {
-	siginfo_t si;
 	int r;
 
 	do {
-		memset(&si, 0, sizeof si);
+		memset(si, 0, sizeof *si);
 		if (t->pidfd >= 0)
-			r = waitid(P_PIDFD, (id_t)t->pidfd, &si, WEXITED | WNOHANG | WNOWAIT);
+			r = waitid(P_PIDFD, (id_t)t->pidfd, si, WEXITED | WNOHANG | WNOWAIT);
 		else
-			r = waitid(P_PID, (id_t)t->pid, &si, WEXITED | WNOHANG | WNOWAIT);
+			r = waitid(P_PID, (id_t)t->pid, si, WEXITED | WNOHANG | WNOWAIT);
 	} while (r < 0 && errno == EINTR);
-	if (r < 0)
-		return true;
-	return si.si_pid != 0 && (si.si_code == CLD_EXITED || si.si_code == CLD_KILLED ||
-				  si.si_code == CLD_DUMPED);
+	if (r == 0 && si->si_code != CLD_EXITED && si->si_code != CLD_KILLED &&
+	    si->si_code != CLD_DUMPED)
+		si->si_pid = 0;
+	return r;
+}
+
+/* True once the child has exited (or someone else reaped it); leaves it
+ * unreaped. */
+bool task_has_exited(struct task *t)
+{
+	siginfo_t si;
+
+	return peek_end(t, &si) < 0 || si.si_pid != 0;
+}
+
+/*
+ * SIGKILL to whatever is left of an ended task's process group, however
+ * the task ended: what it started in its group does not outlive it, even
+ * a descendant that closed the lifeline.  Through the pidfd where the
+ * kernel can (6.9), which never reaches a reused id; else by the group's
+ * id, and only while the leader is our unreaped zombie, which holds that
+ * id: a host that reaped it first (SIGCHLD ignored) may have let the id
+ * go to a stranger.
+ */
+void task_kill_leftovers(struct task *t)
+{
+	siginfo_t si;
+
+	if (t->pidfd >= 0 && pidfd_signal_group(t->pidfd, SIGKILL) != -EINVAL)
+		return;
+	if (peek_end(t, &si) == 0 && si.si_pid != 0)
+		kill(-t->pid, SIGKILL);
 }
 
 /* Sends t SIGTERM, and SIGCONT so that a stopped child sees it, or SIGKILL

@@ -219,6 +219,7 @@ void task_stop(errgroup *g, struct task *t);
 void cancel_escalate(errgroup *g);
 void task_signal(struct task *t, int sig);
 bool task_has_exited(struct task *t);
+void task_kill_leftovers(struct task *t);
 
 /* timer.c: per-task timeouts and the group's deadline. */
 void timer_start(errgroup *g, struct task *t);

@@ -207,10 +207,8 @@ bool reap_task(errgroup *g, struct task *t)
 	 * it has exited. */
 	if ((t->pidfd < 0 || t->signaled) && !task_has_exited(t))
 		return false;
-	/* A stopped task's leftovers in its process group die with it;
-	 * while the leader is unreaped its group id cannot be reused. */
-	if (t->signaled)
-		task_signal(t, SIGKILL);
+	/* Before the reap, which lets the group's id go. */
+	task_kill_leftovers(t);
 	if (!collect(t, &o))
 		return false;
 	/* Every frame the child sent is queued by now, and they matter only

@@ -265,6 +265,83 @@ static int fork_sigterm_ignoring_grandchild_and_block(void *arg)
 	return 0;   /* not reached */
 }
 
+/* Forks a grandchild that stays in the task's process group, closes its
+ * inherited fds as a daemon would (so the lifeline cannot kill it), and
+ * blocks; returns 0 once the grandchild is ready. */
+static int fork_fd_closing_grandchild_and_return(void *arg)
+{
+	int ready[2];
+	pid_t pid;
+	char c;
+
+	(void)arg;
+	if (pipe(ready) < 0)
+		return 98;
+	pid = fork();
+	if (pid == 0) {
+		int keep_low = ready_pipe[1] < ready[1] ? ready_pipe[1] : ready[1];
+		int keep_high = ready_pipe[1] < ready[1] ? ready[1] : ready_pipe[1];
+
+		if (keep_low > 3)
+			close_range(3, (unsigned)keep_low - 1, 0);
+		if (keep_high > keep_low + 1)
+			close_range((unsigned)keep_low + 1, (unsigned)keep_high - 1, 0);
+		close_range((unsigned)keep_high + 1, ~0u, 0);
+		tell_word(getpid());
+		if (write(ready[1], "x", 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	if (pid < 0)
+		return 99;
+	close(ready[1]);
+	return read(ready[0], &c, 1) == 1 ? 0 : 97;
+}
+
+/*
+ * A task that ends by itself, successfully, takes what it left in its
+ * process group with it: the grandchild closed the lifeline, so only the
+ * SIGKILL the group sends its process group at the reap can end it.  The
+ * test is the grandchild's subreaper, to read how it died.
+ */
+static void test_leftovers_of_a_task_that_succeeded_die_of_sigkill_at_its_reap(void **state)
+{
+	errgroup *g = errgroup_new();
+	siginfo_t si;
+	pid_t grandchild;
+	bool died;
+	int pidfd, r;
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	assert_int_equal(errgroup_go(g, fork_fd_closing_grandchild_and_return, NULL), 0);
+	grandchild = await_word();
+	pidfd = pidfd_open_if_any(grandchild);
+
+	assert_null(errgroup_wait(g));
+	died = await_exit(grandchild, pidfd);
+	if (!died)
+		kill(grandchild, SIGKILL);   /* so that a failure leaves nothing behind */
+	do {
+		memset(&si, 0, sizeof si);
+		r = waitid(P_PID, (id_t)grandchild, &si, WEXITED);
+	} while (r < 0 && errno == EINTR);
+	assert_true(died);
+	assert_int_equal(r, 0);
+	assert_int_equal(si.si_code, CLD_KILLED);
+	assert_int_equal(si.si_status, SIGKILL);
+
+	if (pidfd >= 0)
+		close(pidfd);
+	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
+	errgroup_free(g);
+	assert_true(no_children_left());
+	ready_pipe_close();
+}
+
 static volatile sig_atomic_t got_sigterm;
 
 static void note_sigterm(int sig)
@@ -887,6 +964,7 @@ int main(void)
 		census_test(test_canceled_task_grandchild_dies_too),
 		census_test(test_canceled_task_leftovers_die_of_sigkill_once_the_leader_is_reaped),
 		census_test(test_child_failing_on_its_own_after_the_signal_is_canceled_with_its_code),
+		census_test(test_leftovers_of_a_task_that_succeeded_die_of_sigkill_at_its_reap),
 	};
 
 	census_begin();
