@@ -78,7 +78,9 @@ static const char usage_text[] =
 "  127      ... was not found\n"
 "  128+N    the first job that failed was killed by signal N\n"
 "  129, 130, 143  errgroup was stopped by SIGHUP, SIGINT, SIGTERM\n"
-"With --keep-going the first failure decides by the same rules.\n";
+"With --keep-going the first failure decides by the same rules.  A job that\n"
+"exits with 125 or more itself passes that status on, as a shell does; the\n"
+"report on standard error tells the cases apart.\n";
 
 void warn(const char *fmt, ...)
 {

@@ -179,6 +179,20 @@ test_first_failure_sets_the_status() {
 	expect_err "1 of 1 job failed"
 }
 
+# As a shell does: the report, not the status, tells it from errgroup's
+# own 125 or from a job killed by SIGINT.
+test_job_status_of_125_or_more_passes_through() {
+	eg sh -c 'exit 125' ::: x
+	expect_rc 125
+	expect_err "exited with status 125"
+	eg sh -c 'exit 130' ::: x
+	expect_rc 130
+	expect_err "exited with status 130"
+	eg sh -c 'exit 200' ::: x
+	expect_rc 200
+	expect_err "exited with status 200"
+}
+
 test_signal_is_128_plus_n() {
 	eg sh -c 'kill -SEGV $$' ::: x
 	expect_rc 139
