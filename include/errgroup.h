@@ -16,7 +16,12 @@
  * a negative errno value on failure; they never set errno.  Only
  * errgroup_new() returns NULL and sets errno.  Every function may be called
  * from several threads at once, except errgroup_free(), which must be the
- * last call on a group.  A group belongs to the process that created it: in
+ * last call on a group.  errgroup_wait(), errgroup_free() and the
+ * other calls that may block are not cancellation points: a thread that
+ * pthread_cancel() targets while it is in errgroup_wait() is canceled
+ * once the call has returned (errgroup_cancel() makes it return).  The
+ * errgroup_go() family is not yet safe to cancel: a thread canceled
+ * inside one may leave the group unusable.  A group belongs to the process that created it: in
  * a forked child (a task included) every function on an inherited group
  * returns -ECHILD, or does nothing, and errgroup_free() frees only the
  * group itself (the rest may have been half-changed by another thread at

@@ -160,9 +160,13 @@ void cancel_escalate(errgroup *g)
 
 EXPORT void errgroup_cancel(errgroup *g)
 {
+	int cancellation;
+
 	if (group_is_foreign(g))
 		return;
+	cancellation = cancellation_off();
 	pthread_mutex_lock(&g->lock);
 	group_cancel_locked(g);
 	pthread_mutex_unlock(&g->lock);
+	cancellation_restore(cancellation);
 }

@@ -45,10 +45,11 @@ void ended_free(errgroup *g)
 
 EXPORT int errgroup_fd(errgroup *g)
 {
-	int fd, r;
+	int fd, r, cancellation;
 
 	if (group_is_foreign(g))
 		return -ECHILD;
+	cancellation = cancellation_off();
 	pthread_mutex_lock(&g->lock);
 	if (g->ended_fd >= 0) {
 		fd = g->ended_fd;
@@ -66,6 +67,7 @@ EXPORT int errgroup_fd(errgroup *g)
 	g->ended_fd = fd;
 out:
 	pthread_mutex_unlock(&g->lock);
+	cancellation_restore(cancellation);
 	return fd;
 }
 
@@ -74,10 +76,11 @@ EXPORT int errgroup_reap(errgroup *g, struct errgroup_exit *ret)
 	struct task_end *e;
 	uint64_t count;
 	ssize_t n;
-	int r = 0;
+	int r = 0, cancellation;
 
 	if (group_is_foreign(g))
 		return -ECHILD;
+	cancellation = cancellation_off();
 	pthread_mutex_lock(&g->lock);
 	if (g->ended_fd < 0) {
 		r = -EINVAL;
@@ -99,5 +102,6 @@ EXPORT int errgroup_reap(errgroup *g, struct errgroup_exit *ret)
 	}
 out:
 	pthread_mutex_unlock(&g->lock);
+	cancellation_restore(cancellation);
 	return r;
 }

@@ -94,7 +94,7 @@ void task_release(errgroup *g, struct task *t)
 	g->free_tasks = t;
 }
 
-EXPORT errgroup *errgroup_new(void)
+static errgroup *group_new(void)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
 	errgroup *g;
@@ -151,6 +151,15 @@ fail:
 	parentmem_free(g, sizeof *g);
 	errno = -r;
 	return NULL;
+}
+
+EXPORT errgroup *errgroup_new(void)
+{
+	int cancellation = cancellation_off();
+	errgroup *g = group_new();
+
+	cancellation_restore(cancellation);
+	return g;
 }
 
 EXPORT int errgroup_set_limit(errgroup *g, int n)
@@ -233,12 +242,10 @@ static void reap_killed(struct task *t)
 	} while (r < 0 && errno == EINTR);
 }
 
-EXPORT void errgroup_free(errgroup *g)
+static void group_free(errgroup *g)
 {
 	struct task *t, *next;
 
-	if (!g)
-		return;
 	/* Inherited through fork(): another thread of the parent may have
 	 * been changing the trees, the error list or the queue at that
 	 * moment, so none is walked; their memory is left to the process's
@@ -288,4 +295,15 @@ EXPORT void errgroup_free(errgroup *g)
 	pthread_cond_destroy(&g->changed);
 	pthread_mutex_destroy(&g->lock);
 	parentmem_free(g, sizeof *g);
+}
+
+EXPORT void errgroup_free(errgroup *g)
+{
+	int cancellation;
+
+	if (!g)
+		return;
+	cancellation = cancellation_off();
+	group_free(g);
+	cancellation_restore(cancellation);
 }

@@ -55,6 +55,31 @@
  * sections of all objects together. */
 #define CHILD_CODE __attribute__((section(".text.hot.errgroup_child")))
 
+/*
+ * The library's calls are not cancellation points.  A thread that
+ * pthread_cancel() stopped inside one would unwind with a group's lock
+ * held (pthread_cond_wait takes it back first), the poller role taken or
+ * the fd registry locked, and every later call on the group, or every
+ * fork, would wait forever.  So each call that can reach a cancellation
+ * point (a wait, a close, a write) runs with cancellation disabled; a
+ * request that came meanwhile acts at the caller's next cancellation
+ * point after the call returns.  Not yet the go() family (start.c): the
+ * state is a word of the thread's descriptor, and restoring it after the
+ * fork would be a copy-on-write fault per task.
+ */
+static inline int cancellation_off(void)
+{
+	int old;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	return old;
+}
+
+static inline void cancellation_restore(int old)
+{
+	pthread_setcancelstate(old, NULL);
+}
+
 /* How a task ended, as the group keeps it: one for each failure, and
  * one for each end while errgroup_fd's queue exists.  Taken from a stock
  * that start_task fills (g->spare_ends), so that recording an end never

@@ -201,13 +201,16 @@ static bool all_reaped(errgroup *g, void *unused)
 EXPORT const struct errgroup_error *errgroup_wait(errgroup *g)
 {
 	const struct errgroup_error *first = NULL;
+	int cancellation;
 
 	if (group_is_foreign(g))
 		return NULL;
+	cancellation = cancellation_off();
 	pthread_mutex_lock(&g->lock);
 	poll_until(g, all_reaped, NULL, false);
 	if (g->error_count > 0)
 		first = &g->errors[0]->error;
 	pthread_mutex_unlock(&g->lock);
+	cancellation_restore(cancellation);
 	return first;
 }

@@ -114,7 +114,7 @@ EXPORT int errgroup_set_timeout_ms(errgroup *g, unsigned ms)
 EXPORT int errgroup_set_deadline(errgroup *g, const struct timespec *abs_monotonic)
 {
 	uint64_t at = 0;
-	int r = 0;
+	int r = 0, cancellation;
 
 	if (abs_monotonic) {
 		if (abs_monotonic->tv_nsec < 0 || abs_monotonic->tv_nsec >= 1000000000 ||
@@ -126,6 +126,7 @@ EXPORT int errgroup_set_deadline(errgroup *g, const struct timespec *abs_monoton
 	}
 	if (group_is_foreign(g))
 		return -ECHILD;
+	cancellation = cancellation_off();
 	pthread_mutex_lock(&g->lock);
 	if (!g->expired) {
 		g->deadline_ns = at;
@@ -136,5 +137,6 @@ EXPORT int errgroup_set_deadline(errgroup *g, const struct timespec *abs_monoton
 			wake_poller(g);
 	}
 	pthread_mutex_unlock(&g->lock);
+	cancellation_restore(cancellation);
 	return r;
 }

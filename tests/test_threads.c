@@ -1,6 +1,7 @@
 /*
  * test_threads.c - the group used from several threads at once: go() from
- * four threads, wait() from two, and cancel racing go().
+ * four threads, wait() from two, cancel racing go(), and pthread_cancel of
+ * a thread blocked in wait().
  *
  * cmocka's asserts are not thread-safe: the threads only record what they
  * saw in arrays, and the main thread asserts after joining them.  Tasks
@@ -232,6 +233,66 @@ static void test_wait_from_two_threads_at_once_both_return_the_first_error(void 
 	assert_true(no_children_left());
 }
 
+/* ---- pthread_cancel of a thread inside the library ---- */
+
+struct cancel_target {
+	errgroup *g;
+	_Atomic pid_t tid;
+	atomic_int returned;           /* wait() returned before the cancel acted */
+	const struct errgroup_error *result;
+};
+
+static void *wait_then_honour_cancel(void *arg)
+{
+	struct cancel_target *c = arg;
+
+	atomic_store(&c->tid, gettid());
+	c->result = errgroup_wait(c->g);
+	atomic_store(&c->returned, 1);
+	pthread_testcancel();
+	return NULL;
+}
+
+/*
+ * A thread canceled while blocked in wait() finishes the call first, so
+ * that the group is not left with its lock or its poller role held by a
+ * thread that is gone: the next wait() used to hang.  (Blocked in go() at
+ * the limit, the same still hangs: docs/reliability.md, M3.)
+ */
+static void test_thread_canceled_in_wait_returns_from_it_first(void **state)
+{
+	struct cancel_target c = { 0 };
+	errgroup *g = errgroup_new();
+	pthread_t thread;
+	uint64_t give_up;
+	void *exit_value;
+
+	(void)state;
+	assert_non_null(g);
+	c.g = g;
+	assert_int_equal(pipe2(gate, O_CLOEXEC), 0);
+	assert_int_equal(errgroup_go(g, wait_at_gate_then_return_arg, NULL), 0);
+	assert_int_equal(pthread_create(&thread, NULL, wait_then_honour_cancel, &c), 0);
+	give_up = monotonic_ms() + WAIT_LIMIT_MS;
+	while ((atomic_load(&c.tid) == 0 || !thread_blocked_in_library(atomic_load(&c.tid))) &&
+	       monotonic_ms() < give_up)
+		sched_yield();
+
+	assert_int_equal(pthread_cancel(thread), 0);
+	gate_open_n(gate[1], 1);
+	assert_int_equal(pthread_join(thread, &exit_value), 0);
+	assert_ptr_equal(exit_value, PTHREAD_CANCELED);
+	assert_int_equal(atomic_load(&c.returned), 1);
+	assert_null(c.result);
+
+	assert_null(errgroup_wait(g));
+	assert_int_equal(errgroup_error_count(g), 0);
+	errgroup_free(g);
+	close(gate[0]);
+	close(gate[1]);
+	assert_true(no_children_left());
+}
+
 /* ---- cancel racing go() ---- */
 
 struct canceler {
@@ -364,6 +425,7 @@ int main(void)
 		census_test(test_go_from_four_threads_gives_unique_indices_and_runs_each_task_once),
 		census_test(test_wait_from_two_threads_at_once_both_return_the_first_error),
 		census_test(test_cancel_racing_go_from_threads_keeps_exact_accounting),
+		census_test(test_thread_canceled_in_wait_returns_from_it_first),
 	};
 
 	census_begin();
