@@ -63,9 +63,10 @@
  * fork, would wait forever.  So each call that can reach a cancellation
  * point (a wait, a close, a write) runs with cancellation disabled; a
  * request that came meanwhile acts at the caller's next cancellation
- * point after the call returns.  Not yet the go() family (start.c): the
- * state is a word of the thread's descriptor, and restoring it after the
- * fork would be a copy-on-write fault per task.
+ * point after the call returns.  Not the go() family: the state is a word
+ * of the thread's descriptor, whose page every fork write-protects, so
+ * any write to it, before the fork or after, is a fault per task
+ * (docs/reliability.md, M3).
  */
 static inline int cancellation_off(void)
 {
