@@ -265,6 +265,29 @@ static int fork_sigterm_ignoring_grandchild_and_block(void *arg)
 	return 0;   /* not reached */
 }
 
+/* The grandchild (ours to reap: the test is its subreaper) ends, killed
+ * by SIGKILL; it is reaped, and pidfd (if any) closed, either way. */
+static void assert_grandchild_dies_of_sigkill(pid_t grandchild, int pidfd)
+{
+	siginfo_t si;
+	bool died;
+	int r;
+
+	died = await_exit(grandchild, pidfd);
+	if (!died)
+		kill(grandchild, SIGKILL);   /* so that a failure leaves nothing behind */
+	do {
+		memset(&si, 0, sizeof si);
+		r = waitid(P_PID, (id_t)grandchild, &si, WEXITED);
+	} while (r < 0 && errno == EINTR);
+	if (pidfd >= 0)
+		close(pidfd);
+	assert_true(died);
+	assert_int_equal(r, 0);
+	assert_int_equal(si.si_code, CLD_KILLED);
+	assert_int_equal(si.si_status, SIGKILL);
+}
+
 /* Forks a grandchild that stays in the task's process group, closes its
  * inherited fds as a daemon would (so the lifeline cannot kill it), and
  * blocks; returns 0 once the grandchild is ready. */
@@ -308,10 +331,8 @@ static int fork_fd_closing_grandchild_and_return(void *arg)
 static void test_leftovers_of_a_task_that_succeeded_die_of_sigkill_at_its_reap(void **state)
 {
 	errgroup *g = errgroup_new();
-	siginfo_t si;
 	pid_t grandchild;
-	bool died;
-	int pidfd, r;
+	int pidfd;
 
 	(void)state;
 	assert_non_null(g);
@@ -322,20 +343,7 @@ static void test_leftovers_of_a_task_that_succeeded_die_of_sigkill_at_its_reap(v
 	pidfd = pidfd_open_if_any(grandchild);
 
 	assert_null(errgroup_wait(g));
-	died = await_exit(grandchild, pidfd);
-	if (!died)
-		kill(grandchild, SIGKILL);   /* so that a failure leaves nothing behind */
-	do {
-		memset(&si, 0, sizeof si);
-		r = waitid(P_PID, (id_t)grandchild, &si, WEXITED);
-	} while (r < 0 && errno == EINTR);
-	assert_true(died);
-	assert_int_equal(r, 0);
-	assert_int_equal(si.si_code, CLD_KILLED);
-	assert_int_equal(si.si_status, SIGKILL);
-
-	if (pidfd >= 0)
-		close(pidfd);
+	assert_grandchild_dies_of_sigkill(grandchild, pidfd);
 	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
 	errgroup_free(g);
 	assert_true(no_children_left());
@@ -885,10 +893,8 @@ static void test_canceled_task_leftovers_die_of_sigkill_once_the_leader_is_reape
 {
 	const struct errgroup_error *e;
 	errgroup *g = errgroup_new();
-	siginfo_t si;
 	pid_t grandchild;
-	bool died;
-	int pidfd, r;
+	int pidfd;
 
 	(void)state;
 	assert_non_null(g);
@@ -904,20 +910,7 @@ static void test_canceled_task_leftovers_die_of_sigkill_once_the_leader_is_reape
 	assert_non_null(e);
 	assert_int_equal(e->cause, ERRGROUP_CANCELED);
 	assert_int_equal(e->code, SIGTERM);   /* the leader: not the grace's SIGKILL */
-	died = await_exit(grandchild, pidfd);
-	if (!died)
-		kill(grandchild, SIGKILL);   /* so that a failure leaves nothing behind */
-	do {
-		memset(&si, 0, sizeof si);
-		r = waitid(P_PID, (id_t)grandchild, &si, WEXITED);
-	} while (r < 0 && errno == EINTR);
-	assert_true(died);
-	assert_int_equal(r, 0);
-	assert_int_equal(si.si_code, CLD_KILLED);
-	assert_int_equal(si.si_status, SIGKILL);
-
-	if (pidfd >= 0)
-		close(pidfd);
+	assert_grandchild_dies_of_sigkill(grandchild, pidfd);
 	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
 	errgroup_free(g);
 	assert_true(no_children_left());
