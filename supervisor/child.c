@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -56,16 +57,43 @@ static _Noreturn void leave(int status)
 }
 
 /*
- * The gate signal's number comes from the parent, since SIGRTMIN is a
- * libc call.
+ * The start gate: the parent sends the gate signal once it holds our
+ * pidfd, so that even a task that ends at once cannot be reaped by
+ * someone else first.  Every signal is still blocked; should the parent
+ * die meanwhile, the lifeline ends the wait.  Only the parent's counts,
+ * queued with its pid (start.c): until setpgid we were in the host's
+ * process group, and a gate signal sent to that group (the host's own
+ * SIGRTMIN) would otherwise open the gate, and the parent's, still
+ * queued, would then kill the task.  Such strays are dropped, also those
+ * queued behind the parent's.
+ */
+CHILD_CODE
+static void wait_at_gate(int gate_signal, pid_t parent)
+{
+	uint64_t gate = UINT64_C(1) << (gate_signal - 1);
+	struct timespec now = { 0, 0 };
+	siginfo_t info;
+	long n;
+
+	do
+		n = raw_syscall(SYS_rt_sigtimedwait, (long)&gate, (long)&info, 0, sizeof gate, 0, 0);
+	while (n == -EINTR ||
+	       (n == gate_signal && (info.si_code != SI_QUEUE || info.si_pid != parent)));
+	do
+		n = raw_syscall(SYS_rt_sigtimedwait, (long)&gate, 0, (long)&now, sizeof gate, 0, 0);
+	while (n == gate_signal || n == -EINTR);
+}
+
+/*
+ * The gate signal's number and the parent's pid come from the parent,
+ * since SIGRTMIN is a libc call and getppid a system call.
  */
 CHILD_CODE
 _Noreturn void child_run(const struct fdreg_snapshot *inherited, int channel, int lifeline,
-			 int gate_signal, errgroup_task *fn, void *arg)
+			 int gate_signal, pid_t parent, errgroup_task *fn, void *arg)
 {
 	unsigned char frame[FRAME_HEADER_SIZE];
-	uint64_t gate = UINT64_C(1) << (gate_signal - 1), none = 0;
-	long n;
+	uint64_t none = 0;
 	int r;
 
 	fdreg_close_snapshot(inherited, channel, lifeline);
@@ -74,13 +102,7 @@ _Noreturn void child_run(const struct fdreg_snapshot *inherited, int channel, in
 	clean_start(31);
 	if (!lifeline_arm(lifeline))
 		leave(127);
-	/* The start gate: the parent sends the gate signal once it holds our
-	 * pidfd, so that even a task that ends at once cannot be reaped by
-	 * someone else first.  Every signal is still blocked; should the
-	 * parent die meanwhile, the lifeline ends the wait. */
-	do
-		n = raw_syscall(SYS_rt_sigtimedwait, (long)&gate, 0, 0, sizeof gate, 0, 0);
-	while (n == -EINTR);
+	wait_at_gate(gate_signal, parent);
 	raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&none, 0, sizeof none, 0, 0);
 
 	r = fn(arg);

@@ -139,6 +139,7 @@ struct errgroup {
 	pthread_cond_t changed;     /* broadcast when a task ends, the poller role
 	                               frees, or the group is canceled */
 	pid_t owner;                /* the process that created the group */
+	uid_t owner_uid;            /*   its real uid then, for the gate (start.c) */
 	int epoll_fd;
 	int wake_fd;                /* eventfd: pulls the poller out of epoll_wait */
 	int channel_rx;             /* the group's end of the channel (SO_PASSCRED) */
@@ -202,7 +203,7 @@ void task_release(errgroup *g, struct task *t);
 /* child.c: runs in the child after fork; never returns. */
 struct fdreg_snapshot;
 _Noreturn void child_run(const struct fdreg_snapshot *inherited, int channel, int lifeline,
-			 int gate_signal, errgroup_task *fn, void *arg);
+			 int gate_signal, pid_t parent, errgroup_task *fn, void *arg);
 /* In a task, the fds it keeps (-1 outside a task). */
 struct task_fds {
 	int channel;                /* the group channel's shared end */

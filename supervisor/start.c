@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/pidfd.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -94,8 +95,8 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 	struct fdreg_snapshot inherited;
 	/* The child sees the group as zeroes: what it needs is copied here. */
 	int channel = g->channel_tx, lifeline[2], r, gate_signal = SIGNAL_GATE;
+	pid_t parent = g->owner, pid;
 	sigset_t all, saved;
-	pid_t pid;
 
 	r = fdreg_pipe(lifeline);
 	if (r < 0)
@@ -115,7 +116,7 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 	}
 	pid = fork();
 	if (pid == 0)
-		child_run(&inherited, channel, lifeline[0], gate_signal, c->fn, c->arg);
+		child_run(&inherited, channel, lifeline[0], gate_signal, parent, c->fn, c->arg);
 	r = -errno;
 	fdreg_snapshot_done(&inherited);
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
@@ -162,15 +163,21 @@ static int watch(errgroup *g, struct task *t)
  * the channel attributes frames by sender pid, and a poller in another
  * thread would drop a frame (the task's RETURNED code, its message) that
  * arrived before.  A signal, not a write to the lifeline: a write would
- * fire the lifeline.  The child is ours and unreaped, so its pid is safe to
- * use without a pidfd.  If it already died, reaping will tell.  Lock held.
+ * fire the lifeline.  Queued with our pid, by which the child tells it
+ * from a stray (child.c).  The child is ours and unreaped, so its pid is
+ * safe to use without a pidfd.  If it already died, reaping will tell.
+ * Lock held.
  */
-static void open_gate(struct task *t)
+static void open_gate(errgroup *g, struct task *t)
 {
+	siginfo_t info = { .si_signo = SIGNAL_GATE, .si_code = SI_QUEUE };
+
+	info.si_pid = g->owner;
+	info.si_uid = g->owner_uid;
 	if (t->pidfd >= 0)
-		pidfd_send_signal(t->pidfd, SIGNAL_GATE, NULL, 0);
+		pidfd_send_signal(t->pidfd, SIGNAL_GATE, &info, 0);
 	else
-		kill(t->pid, SIGNAL_GATE);
+		syscall(SYS_rt_sigqueueinfo, t->pid, SIGNAL_GATE, &info);
 }
 
 /* Wakes whoever waits for a start to end, when it ended in failure: no
@@ -256,7 +263,7 @@ int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block)
 	g->running++;
 	r = t->index;
 	if (t->at_gate)
-		open_gate(t);
+		open_gate(g, t);
 	timer_start(g, t);
 	/* What happened while the child started applies to it too. */
 	if (g->canceled)

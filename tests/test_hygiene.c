@@ -1004,6 +1004,61 @@ static int report_signal_state(void *arg)
 	return failures;
 }
 
+/* A gate signal that the host's process group got (a host that uses
+ * SIGRTMIN for its own ends) reaches a new child in the moment before it
+ * leads its own group.  An atfork child handler raises one in the child,
+ * as such a stray would arrive: before the parent's gate signal, or once
+ * that is queued (the child's signals are all blocked until the gate). */
+enum stray { NO_STRAY, STRAY_FIRST, STRAY_AFTER_GATE };
+static volatile sig_atomic_t raise_stray_gate;
+
+static void stray_gate_in_child(void)
+{
+	sigset_t pending;
+
+	if (raise_stray_gate == NO_STRAY)
+		return;
+	if (raise_stray_gate == STRAY_AFTER_GATE)
+		do
+			sigpending(&pending);
+		while (!sigismember(&pending, SIGRTMIN));
+	kill(getpid(), SIGRTMIN);
+}
+
+static int succeed_once_released(void *arg)
+{
+	return read_byte(*(int *)arg) == 'x' ? 0 : 1;
+}
+
+/* Taken for the gate, the stray would let the task run before the parent
+ * watches it, and the parent's own gate signal, still to come or
+ * queued, would then kill it (SIGRTMIN's default action). */
+static void test_stray_gate_signal_neither_opens_the_gate_nor_kills_the_task(void **state)
+{
+	static bool registered;
+	errgroup *g = errgroup_new();
+	int release[2];
+
+	(void)state;
+	assert_non_null(g);
+	if (!registered)
+		assert_int_equal(pthread_atfork(NULL, NULL, stray_gate_in_child), 0);
+	registered = true;
+	assert_int_equal(pipe2(release, O_CLOEXEC), 0);
+	for (int stray = STRAY_FIRST; stray <= STRAY_AFTER_GATE; stray++) {
+		raise_stray_gate = stray;
+		assert_int_equal(errgroup_go(g, succeed_once_released, &release[0]),
+				 stray - STRAY_FIRST);
+		raise_stray_gate = NO_STRAY;
+		/* go() has sent the parent's gate signal by now. */
+		gate_open_n(release[1], 1);
+		assert_null(errgroup_wait(g));
+	}
+	close(release[0]);
+	close(release[1]);
+	errgroup_free(g);
+}
+
 static void test_host_signal_state_is_reset_in_the_task(void **state)
 {
 	struct sigaction ignore, handler, old_term, old_usr1;
@@ -1473,6 +1528,7 @@ int main(void)
 		census_test(test_host_with_sa_nocldwait_still_gets_each_task_result),
 		census_test(test_host_thread_reaping_any_child_still_gets_each_task_result),
 		census_test(test_host_signal_state_is_reset_in_the_task),
+		census_test(test_stray_gate_signal_neither_opens_the_gate_nor_kills_the_task),
 		census_test(test_stat_parser_finds_the_signal_fields_after_the_name),
 		census_test(test_host_signal_state_is_reset_whatever_the_host_is_called),
 		census_test(test_host_nocldwait_flag_does_not_reach_the_task),
