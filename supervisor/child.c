@@ -60,12 +60,14 @@ static _Noreturn void leave(int status)
  * The start gate: the parent sends the gate signal once it holds our
  * pidfd, so that even a task that ends at once cannot be reaped by
  * someone else first.  Every signal is still blocked; should the parent
- * die meanwhile, the lifeline ends the wait.  Only the parent's counts,
- * queued with its pid (start.c): until setpgid we were in the host's
- * process group, and a gate signal sent to that group (the host's own
- * SIGRTMIN) would otherwise open the gate, and the parent's, still
- * queued, would then kill the task.  Such strays are dropped, also those
- * queued behind the parent's.
+ * die meanwhile, the lifeline ends the wait.  Until setpgid we were in
+ * the host's process group, and a SIGRTMIN sent to that group would
+ * otherwise open the gate, and the parent's, still queued, would then
+ * kill the task.  So only one the parent sent counts (the kernel stamps
+ * the sender's pid), and every other, also one queued behind the
+ * parent's, is dropped.  The parent's own SIGRTMIN to its group cannot be
+ * told from the gate: at worst it opens the gate early, and the real one
+ * is dropped.
  */
 CHILD_CODE
 static void wait_at_gate(int gate_signal, pid_t parent)
@@ -77,8 +79,7 @@ static void wait_at_gate(int gate_signal, pid_t parent)
 
 	do
 		n = raw_syscall(SYS_rt_sigtimedwait, (long)&gate, (long)&info, 0, sizeof gate, 0, 0);
-	while (n == -EINTR ||
-	       (n == gate_signal && (info.si_code != SI_QUEUE || info.si_pid != parent)));
+	while (n == -EINTR || (n == gate_signal && info.si_pid != parent));
 	do
 		n = raw_syscall(SYS_rt_sigtimedwait, (long)&gate, 0, (long)&now, sizeof gate, 0, 0);
 	while (n == gate_signal || n == -EINTR);

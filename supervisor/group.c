@@ -107,7 +107,6 @@ static errgroup *group_new(void)
 	pthread_mutex_init(&g->lock, NULL);
 	pthread_cond_init(&g->changed, NULL);
 	g->owner = getpid();
-	g->owner_uid = getuid();
 	g->limit = -1;
 	g->grace_ms = ERRGROUP_DEFAULT_GRACE_MS;
 	g->wake_fd = -1;

@@ -139,7 +139,6 @@ struct errgroup {
 	pthread_cond_t changed;     /* broadcast when a task ends, the poller role
 	                               frees, or the group is canceled */
 	pid_t owner;                /* the process that created the group */
-	uid_t owner_uid;            /*   its real uid then, for the gate (start.c) */
 	int epoll_fd;
 	int wake_fd;                /* eventfd: pulls the poller out of epoll_wait */
 	int channel_rx;             /* the group's end of the channel (SO_PASSCRED) */

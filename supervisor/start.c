@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/pidfd.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -163,21 +162,20 @@ static int watch(errgroup *g, struct task *t)
  * the channel attributes frames by sender pid, and a poller in another
  * thread would drop a frame (the task's RETURNED code, its message) that
  * arrived before.  A signal, not a write to the lifeline: a write would
- * fire the lifeline.  Queued with our pid, by which the child tells it
- * from a stray (child.c).  The child is ours and unreaped, so its pid is
- * safe to use without a pidfd.  If it already died, reaping will tell.
- * Lock held.
+ * fire the lifeline.  Plain, not queued with a value: the kernel always
+ * finds room for a plain one, where a queued one fails once the user's
+ * pending signals reach RLIMIT_SIGPENDING, which a task can bring about,
+ * and the child would wait forever.  The kernel stamps it with our pid,
+ * by which the child tells it from a stray (child.c).  The child is ours
+ * and unreaped, so its pid is safe to use without a pidfd.  If it already
+ * died, reaping will tell.  Lock held.
  */
-static void open_gate(errgroup *g, struct task *t)
+static void open_gate(struct task *t)
 {
-	siginfo_t info = { .si_signo = SIGNAL_GATE, .si_code = SI_QUEUE };
-
-	info.si_pid = g->owner;
-	info.si_uid = g->owner_uid;
 	if (t->pidfd >= 0)
-		pidfd_send_signal(t->pidfd, SIGNAL_GATE, &info, 0);
+		pidfd_send_signal(t->pidfd, SIGNAL_GATE, NULL, 0);
 	else
-		syscall(SYS_rt_sigqueueinfo, t->pid, SIGNAL_GATE, &info);
+		kill(t->pid, SIGNAL_GATE);
 }
 
 /* Wakes whoever waits for a start to end, when it ended in failure: no
@@ -263,7 +261,7 @@ int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block)
 	g->running++;
 	r = t->index;
 	if (t->at_gate)
-		open_gate(g, t);
+		open_gate(t);
 	timer_start(g, t);
 	/* What happened while the child started applies to it too. */
 	if (g->canceled)
