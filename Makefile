@@ -101,6 +101,10 @@ $(B)/tests/test_cost_shared: tests/test_cost.c tests/helpers.h $(SHARED) include
 $(B)/tests/test_pidfd_use: LDFLAGS += $(foreach f,pidfd_open close pidfd_send_signal waitid \
 	ioctl epoll_ctl fcntl,-Wl,--wrap=$(f))
 
+# It answers the library's PIDFD_GET_INFO as the kernel does in the moment
+# between a pidfd turning readable and the exit status being recorded.
+$(B)/tests/test_exit_status: LDFLAGS += -Wl,--wrap=ioctl
+
 # The main job: checksum this tree's sources, each file in its own child,
 # then again with a file missing, to show the fail-fast stop.
 demo: deps

@@ -107,7 +107,9 @@ struct task {
 	bool at_gate;               /* it waits for SIGNAL_GATE to run */
 	bool signaled;              /* the group sent it SIGTERM or SIGKILL */
 	bool timed_out;             /*   because it ran past its time */
-	bool unreapable;            /* dead, but its tracer must see it first (poll.c) */
+	bool unreapable;            /* dead, but its tracer must see it first, or
+	                               its status is not yet recorded (poll.c) */
+	int exit_status_asked;      /*   times asked for that status (reap.c) */
 	RB_ENTRY(task) by_timer;
 	uint64_t timer_ns;          /* when its timer fires (timer.c); 0: none */
 	bool returned;              /* it sent a RETURNED frame: */

@@ -89,7 +89,15 @@ int pidfd_signal_group(int pidfd, int sig)
 /*
  * The wait status of a child that something else reaped, kept by the
  * kernel for its pidfds since Linux 6.15.  Returns 0 or a negative errno
- * (-ENOTTY, -EINVAL: kernel too old; -ESRCH: not known).
+ * (-ENOTTY, -EINVAL: kernel too old; -ESRCH: not known; -EAGAIN: not yet,
+ * the process is dead but still attached to its pid).
+ *
+ * -EAGAIN is a window, not a state: when the kernel reaps a child itself
+ * (its parent ignores SIGCHLD), exit_notify() wakes the pidfd's pollers
+ * before release_task() records the status, and a poller on the other
+ * CPU can ask in between.  The ioctl answers for an attached process
+ * without the exit bit; once released, with it (6.15) or -ESRCH (6.13,
+ * 6.14, which record none).
  */
 int pidfd_exit_status(int pidfd, int *ret_wstatus)
 {
@@ -100,7 +108,7 @@ int pidfd_exit_status(int pidfd, int *ret_wstatus)
 	if (ioctl(pidfd, PIDFD_GET_INFO_V0, &info) < 0)
 		return -errno;
 	if (!(info.mask & PIDFD_INFO_EXIT_BIT))
-		return -ESRCH;
+		return -EAGAIN;
 	*ret_wstatus = info.exit_code;
 	return 0;
 }

@@ -20,8 +20,10 @@
  * files a moment before it becomes reapable (and a task may hand the read
  * end on), by a sweep of waitid(WNOHANG) every SWEEP_MS.  With pidfds the
  * sweep retries only a dead task that is not yet ours to reap: one traced
- * by another process, whose tracer must see it die first.  Its pidfd is
- * readable all the while, so re-arming it would make the poller spin.
+ * by another process, whose tracer must see it die first; or one the
+ * kernel reaped itself (the host ignores SIGCHLD) and whose status it has
+ * not yet recorded for pidfds (pidfd.c).  Its pidfd is readable all the
+ * while, so re-arming it would make the poller spin.
  */
 #define _GNU_SOURCE
 #include <errno.h>

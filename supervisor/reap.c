@@ -62,8 +62,13 @@ static void outcome_from_wstatus(struct outcome *o, int wstatus)
 	}
 }
 
-/* Returns 1 with the outcome, 0 if the child has not exited yet.  The
- * child must be known to have exited (reap_task). */
+/* A status the kernel has not yet recorded is asked for at this many
+ * sweeps (SWEEP_MS apart, poll.c) before it is called lost. */
+#define EXIT_STATUS_ASKS 50
+
+/* Returns 1 with the outcome, 0 if the child has not exited yet or its
+ * status is not yet to be had.  The child must be known to have exited
+ * (reap_task). */
 static int collect(struct task *t, struct outcome *o)
 {
 	siginfo_t si;
@@ -86,7 +91,14 @@ static int collect(struct task *t, struct outcome *o)
 		o->code = si.si_status;
 		return 1;
 	}
-	if (t->pidfd >= 0 && pidfd_exit_status(t->pidfd, &wstatus) == 0)
+	/* Reaped by someone else: the kernel keeps the status for pidfds
+	 * (6.15), a moment after the pidfd turns readable (pidfd.c).  The
+	 * sweep asks again (poll.c); the bound is for a kernel that would
+	 * never say. */
+	r = t->pidfd >= 0 ? pidfd_exit_status(t->pidfd, &wstatus) : -ENOTTY;
+	if (r == -EAGAIN && t->exit_status_asked++ < EXIT_STATUS_ASKS)
+		return 0;
+	if (r == 0)
 		outcome_from_wstatus(o, wstatus);
 	else
 		o->lost = true;
