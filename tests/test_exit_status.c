@@ -40,8 +40,9 @@
 enum answer { ANSWER_NOT_YET, ANSWER_GONE };
 
 static enum answer hidden_answer;
-static int hidden_asks;                  /* per pidfd, from its first */
+static atomic_int hidden_asks;           /* per pidfd, from its first */
 static atomic_int asks_by_fd[MAX_FDS];   /* PIDFD_GET_INFO calls so far */
+static int hidden_ask_seen[2] = { -1, -1 };   /* a byte per hidden ask, if open */
 
 int __real_ioctl(int fd, unsigned long request, ...);
 int __wrap_ioctl(int fd, unsigned long request, ...);
@@ -64,8 +65,10 @@ int __wrap_ioctl(int fd, unsigned long request, ...)
 	if (!is_get_info(request) || fd < 0 || fd >= MAX_FDS)
 		return __real_ioctl(fd, request, arg);
 	asked = atomic_fetch_add(&asks_by_fd[fd], 1);
-	if (asked >= hidden_asks)
+	if (asked >= atomic_load(&hidden_asks))
 		return __real_ioctl(fd, request, arg);
+	if (hidden_ask_seen[1] >= 0 && write(hidden_ask_seen[1], "", 1) < 0)
+		return -1;
 	if (hidden_answer == ANSWER_GONE) {
 		/* Released, on a kernel that keeps no status (6.13, 6.14). */
 		errno = ESRCH;
@@ -82,7 +85,7 @@ int __wrap_ioctl(int fd, unsigned long request, ...)
 static void hide_status(enum answer answer, int asks)
 {
 	hidden_answer = answer;
-	hidden_asks = asks;
+	atomic_store(&hidden_asks, asks);
 	for (int fd = 0; fd < MAX_FDS; fd++)
 		atomic_store(&asks_by_fd[fd], 0);
 }
@@ -189,6 +192,12 @@ static errgroup *run_each_kind_reaped_by_the_kernel(void)
 	return g;
 }
 
+static int exit_3_at_once(void *arg)
+{
+	(void)arg;
+	_exit(3);
+}
+
 static const struct errgroup_error *error_of(errgroup *g, int task)
 {
 	for (size_t i = 0; i < errgroup_error_count(g); i++)
@@ -283,12 +292,64 @@ static void test_status_released_unrecorded_is_lost_at_once(void **state)
 	assert_true(no_children_left());
 }
 
+/* A task that is dead and waits for its status ended on its own: a
+ * cancel meanwhile must not make its failure the group's doing. */
+static void test_task_waiting_for_its_status_is_not_taken_for_canceled(void **state)
+{
+	struct pollfd p = { .events = POLLIN };
+	const struct errgroup_error *e;
+	struct sigaction ignore, old;
+	errgroup *g;
+	char byte;
+
+	(void)state;
+	skip_unless_the_kernel_keeps_statuses();
+	hide_status(ANSWER_NOT_YET, HIDE_FOREVER);
+	assert_int_equal(pipe2(hidden_ask_seen, O_CLOEXEC | O_NONBLOCK), 0);
+	assert_int_equal(pipe2(go_signal, O_CLOEXEC), 0);
+	g = errgroup_new();
+	assert_non_null(g);
+	/* A supervisor thread reaps while the test does not wait. */
+	assert_int_equal(errgroup_set_cancel_on_error(g, true), 0);
+	memset(&ignore, 0, sizeof ignore);
+	ignore.sa_handler = SIG_IGN;
+	assert_int_equal(sigaction(SIGCHLD, &ignore, &old), 0);
+	/* Blocks until canceled. */
+	assert_int_equal(errgroup_go(g, end_as_told, (void *)(intptr_t)END_SUCCEEDS), 0);
+	assert_int_equal(errgroup_go(g, exit_3_at_once, NULL), 1);
+	p.fd = hidden_ask_seen[0];
+	assert_int_equal(poll(&p, 1, WAIT_LIMIT_MS), 1);
+	assert_int_equal(read(hidden_ask_seen[0], &byte, 1), 1);
+
+	errgroup_cancel(g);
+	atomic_store(&hidden_asks, 0);
+	errgroup_wait(g);
+	assert_int_equal(sigaction(SIGCHLD, &old, NULL), 0);
+
+	e = error_of(g, 1);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_EXITED);
+	assert_int_equal(e->code, 3);
+	e = error_of(g, 0);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_CANCELED);
+	assert_int_equal(e->code, SIGTERM);
+	errgroup_free(g);
+	assert_true(no_children_left());
+	close(go_signal[0]);
+	close(go_signal[1]);
+	close(hidden_ask_seen[0]);
+	close(hidden_ask_seen[1]);
+	hidden_ask_seen[0] = hidden_ask_seen[1] = -1;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_status_recorded_late_is_waited_for),
 		cmocka_unit_test(test_status_never_recorded_is_lost_after_a_bound),
 		cmocka_unit_test(test_status_released_unrecorded_is_lost_at_once),
+		cmocka_unit_test(test_task_waiting_for_its_status_is_not_taken_for_canceled),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
