@@ -285,7 +285,9 @@ const struct errgroup_error *errgroup_error_at(const errgroup *g, size_t i);
  * gets SIGTERM (and SIGCONT, so that a stopped child sees it), then SIGKILL
  * after the grace period; errgroup_go, also blocked ones, returns
  * -ECANCELED from now on.  Cancellation is final, also after wait.  A child
- * that then ends unsuccessfully is recorded with cause ERRGROUP_CANCELED.
+ * that then ends unsuccessfully is recorded with cause ERRGROUP_CANCELED;
+ * one that had already exited, even if not yet reaped, is neither
+ * signalled nor counted as canceled: its own result stands.
  */
 void errgroup_cancel(errgroup *g);
 

@@ -101,10 +101,12 @@ void task_stop(errgroup *g, struct task *t)
 }
 
 /* Stops every running task not yet signalled, marking each timed out or
- * not, and sets the SIGKILL that ends the grace period.  A task found
- * dead but not yet reapable (poll.c) ended on its own, and is left to say
- * how.  Idempotent: start.c calls it again for a task whose start was
- * under way.  Lock held. */
+ * not, and sets the SIGKILL that ends the grace period.  A task that has
+ * already exited, reaped or not (an unreapable one is dead, poll.c), ended
+ * on its own before the group did anything, and is left to say how: a
+ * failure stays its own, not CANCELED, and a success stays one.
+ * Idempotent: start.c calls it again for a task whose start was under
+ * way.  Lock held. */
 static void stop_all(errgroup *g, bool timed_out)
 {
 	uint64_t kill_at = now_ns() + (uint64_t)g->grace_ms * 1000000u;
@@ -112,7 +114,7 @@ static void stop_all(errgroup *g, bool timed_out)
 	struct task *t;
 
 	RB_FOREACH(t, task_tree, &g->tasks) {
-		if (t->signaled || t->unreapable)
+		if (t->signaled || t->unreapable || task_has_exited(t))
 			continue;
 		t->timed_out = timed_out;
 		task_stop(g, t);

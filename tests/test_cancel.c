@@ -938,6 +938,34 @@ static void test_child_failing_on_its_own_after_the_signal_is_canceled_with_its_
 	ready_pipe_close();
 }
 
+/* A task that failed and exited before the cancel, but that nobody has
+ * reaped yet (no thread polls a plain group between calls), failed on its
+ * own: its error stays RETURNED, and it is the first. */
+static void test_task_that_failed_before_the_cancel_keeps_its_own_error(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+	siginfo_t si;
+
+	(void)state;
+	assert_non_null(g);
+	assert_int_equal(errgroup_go(g, fail_with_5, NULL), 0);
+	/* Until it has exited; WNOWAIT leaves it to the group. */
+	memset(&si, 0, sizeof si);
+	assert_int_equal(waitid(P_ALL, 0, &si, WEXITED | WNOWAIT), 0);
+
+	errgroup_cancel(g);
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->task, 0);
+	assert_int_equal(e->cause, ERRGROUP_RETURNED);
+	assert_int_equal(e->code, 5);
+	assert_string_equal(e->message, "genuine failure");
+	assert_int_equal(errgroup_error_count(g), 1);
+	assert_int_equal(errgroup_go(g, fail_with_5, NULL), -ECANCELED);
+	errgroup_free(g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -957,6 +985,7 @@ int main(void)
 		census_test(test_canceled_task_grandchild_dies_too),
 		census_test(test_canceled_task_leftovers_die_of_sigkill_once_the_leader_is_reaped),
 		census_test(test_child_failing_on_its_own_after_the_signal_is_canceled_with_its_code),
+		census_test(test_task_that_failed_before_the_cancel_keeps_its_own_error),
 		census_test(test_leftovers_of_a_task_that_succeeded_die_of_sigkill_at_its_reap),
 	};
 
