@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,7 +199,21 @@ static const char *option_text(int c, int index)
 	return long_options[index].name;
 }
 
-static void parse_option(struct options *opts, int c, int index, char **argv)
+/* The option getopt refused, as the user wrote it: within a cluster of
+ * short ones (-kx) only the letter, which optind does not point at. */
+static const char *refused_option(const char *scanned)
+{
+	static char letter[3] = "-";
+
+	if (optopt > 0 && optopt < 128 && scanned[1] != '-') {
+		letter[1] = (char)optopt;
+		return letter;
+	}
+	return scanned;
+}
+
+/* scanned: the argument getopt_long was reading when it returned c. */
+static void parse_option(struct options *opts, int c, int index, const char *scanned)
 {
 	const char *name = option_text(c, index);
 
@@ -259,9 +274,9 @@ static void parse_option(struct options *opts, int c, int index, char **argv)
 		printf("errgroup %s\n", ERRGROUP_VERSION);
 		exit(fflush(stdout) == 0 ? 0 : EXIT_USAGE);
 	case ':':
-		die_usage("option '%s' needs a value", argv[optind - 1]);
+		die_usage("option '%s' needs a value", refused_option(scanned));
 	default:
-		die_usage("unknown option '%s'", argv[optind - 1]);
+		die_usage("unknown option '%s'", refused_option(scanned));
 	}
 }
 
@@ -298,7 +313,7 @@ static void check_options(const struct options *opts)
 
 static void parse_options(struct options *opts, int argc, char **argv)
 {
-	int c, index;
+	int c, index, scanning;
 
 	*opts = (struct options){
 		.jobs = online_cpus(),
@@ -312,8 +327,13 @@ static void parse_options(struct options *opts, int argc, char **argv)
 		exit(EXIT_USAGE);
 	}
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:j:ka:un:hV", long_options, &index)) != -1)
-		parse_option(opts, c, index, argv);
+	for (;;) {
+		scanning = optind;
+		c = getopt_long(argc, argv, "+:j:ka:un:hV", long_options, &index);
+		if (c == -1)
+			break;
+		parse_option(opts, c, index, argv[scanning]);
+	}
 	parse_command(opts, argc, argv);
 	check_options(opts);
 }
@@ -348,6 +368,10 @@ int main(int argc, char **argv)
 	struct options opts;
 	int status;
 
+	/* An ignored SIGCHLD survives exec: the kernel would then reap the
+	 * jobs itself, and where it keeps no status for pidfds (before
+	 * Linux 6.15) every job's would be lost. */
+	signal(SIGCHLD, SIG_DFL);
 	parse_options(&opts, argc, argv);
 	if (read_jobs(&list, &opts) < 0)
 		return EXIT_USAGE;
