@@ -129,6 +129,7 @@ void capture_drain(struct capture *c, const struct job *job, const struct option
 void capture_release(struct capture *c);
 void output_job_ended(struct job *job, const struct options *opts);
 int output_error(void);
+void output_on_stop(int fd, void (*fn)(void *), void *arg);
 
 /* report.c */
 int exit_status(const struct outcome *o);

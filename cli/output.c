@@ -16,9 +16,11 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -34,26 +36,80 @@ int output_error(void)
 	return write_error;
 }
 
-/* Our stdout may be an O_NONBLOCK fd that someone else shares: then wait
- * for room rather than drop the text. */
+/* Where a request to stop comes from (run.c's signalfd), and who acts on
+ * it, while our output waits for its reader. */
+static int stop_fd = -1;
+static void (*stop_fn)(void *);
+static void *stop_arg;
+
+void output_on_stop(int fd, void (*fn)(void *), void *arg)
+{
+	stop_fd = fd;
+	stop_fn = fn;
+	stop_arg = arg;
+}
+
+/*
+ * Waits until fd takes PIPE_BUF bytes without blocking.  A reader that
+ * stops reading (a paused pager) must not keep the jobs running: a stop
+ * request that comes meanwhile is acted on at once, then the wait goes on,
+ * as the text is not dropped.  Also for an O_NONBLOCK fd someone shares.
+ */
 static void wait_writable(int fd)
 {
-	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	struct pollfd p[2] = {
+		{ .fd = fd, .events = POLLOUT },
+		{ .fd = stop_fd, .events = POLLIN },
+	};
+	int n;
 
-	while (poll(&p, 1, -1) < 0 && errno == EINTR)
-		;
+	for (;;) {
+		n = poll(p, stop_fd >= 0 ? 2 : 1, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 || p[0].revents)
+			return;
+		if (p[1].revents)
+			stop_fn(stop_arg);
+	}
+}
+
+/* Whether a write to fd can wait for a reader: not to a file.  Asked once
+ * for our stdout and stderr, the only fds written. */
+static bool may_block(int fd)
+{
+	static signed char known[3];   /* 0: not asked, 1: may block, -1: not */
+	struct stat st;
+	bool blocks;
+
+	if (fd >= 0 && fd < 3 && known[fd])
+		return known[fd] > 0;
+	blocks = fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+	if (fd >= 0 && fd < 3)
+		known[fd] = blocks ? 1 : -1;
+	return blocks;
 }
 
 static void write_all(int fd, const char *buf, size_t len)
 {
+	bool waits = may_block(fd);
+	size_t chunk;
 	ssize_t n;
 
 	while (len > 0) {
-		n = write(fd, buf, len);
+		/* At most PIPE_BUF once writable: a pipe's writer then never
+		 * blocks, where it would not see a stop request. */
+		chunk = len;
+		if (waits) {
+			wait_writable(fd);
+			if (chunk > PIPE_BUF)
+				chunk = PIPE_BUF;
+		}
+		n = write(fd, buf, chunk);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN) {
-			wait_writable(fd);
+			waits = true;
 			continue;
 		}
 		if (n < 0) {

@@ -46,6 +46,7 @@ struct run {
 	size_t tasks;               /* tasks started, over every attempt */
 	size_t done;                /* jobs ended for good, for --bar */
 	bool stopping;              /* the group was canceled: start nothing */
+	bool signal_pending;        /* taken while writing: stop() is due */
 	struct pollfd *fds;         /* the poll set, rebuilt each round */
 	struct capture **fd_capture;   /* fds[i]'s pipe, NULL for ours */
 	struct job **fd_job;
@@ -279,14 +280,38 @@ static int reap_all(struct run *r)
 	return res;
 }
 
-static void on_signal(struct run *r)
+/* Reads the signals that came; the first is the outcome's.  True if any. */
+static bool take_signals(struct run *r)
 {
 	struct signalfd_siginfo info;
+	bool any = false;
 
 	while (read(r->signal_fd, &info, sizeof info) == (ssize_t)sizeof info) {
 		if (!r->outcome->signal)
 			r->outcome->signal = (int)info.ssi_signo;
+		any = true;
+	}
+	return any;
+}
+
+static void on_signal(struct run *r)
+{
+	if (take_signals(r) || r->signal_pending) {
+		r->signal_pending = false;
 		stop(r);
+	}
+}
+
+/* A signal while our output waits for its reader (output.c): the jobs are
+ * stopped at once.  The rest of stop(), which may write a job's output, is
+ * left to the loop, so that one job's text never lands inside another's. */
+static void on_signal_while_writing(void *arg)
+{
+	struct run *r = arg;
+
+	if (take_signals(r)) {
+		r->signal_pending = true;
+		errgroup_cancel(r->g);
 	}
 }
 
@@ -354,7 +379,7 @@ static int wait_once(struct run *r)
 	for (size_t i = 2; i < n; i++)
 		if (r->fds[i].revents)
 			capture_read(r->fd_capture[i], r->fd_job[i], r->opts);
-	if (r->fds[0].revents)
+	if (r->fds[0].revents || r->signal_pending)
 		on_signal(r);
 	if (r->fds[1].revents) {
 		res = reap_all(r);
@@ -452,9 +477,12 @@ static int setup(struct run *r)
 		return -ENOMEM;
 	}
 	res = group_new(r);
-	if (res < 0)
+	if (res < 0) {
 		warn("cannot make the group: %s", strerror(-res));
-	return res;
+		return res;
+	}
+	output_on_stop(r->signal_fd, on_signal_while_writing, r);
+	return 0;
 }
 
 /* Leaves the group to the outcome: its errors are the jobs' errors. */
@@ -473,6 +501,7 @@ static void teardown(struct run *r)
 	}
 	if (r->dev_null >= 0)
 		close(r->dev_null);
+	output_on_stop(-1, NULL, NULL);
 	if (r->signal_fd >= 0)
 		close(r->signal_fd);
 	free(r->retries);

@@ -494,6 +494,50 @@ test_signals_stop_every_job() {
 	done
 }
 
+# sleeping_in_write PID: the process sleeps in write(2).
+sleeping_in_write() {
+	[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = S ] &&
+		[ "$(cut -d' ' -f1 "/proc/$1/syscall" 2>/dev/null)" = 1 ]
+}
+
+# A reader that stops reading (a paused pager) leaves errgroup waiting to
+# write: a signal must still stop the jobs at once, and the output wait
+# for the reader.  The job (yes) fills its pipe, so it sleeps in write;
+# errgroup asleep as well, several times running, is no longer reading it.
+# Were that seen too early, the test would pass without the fix; it
+# never fails with it.
+test_signal_stops_jobs_while_output_waits_for_its_reader() {
+	local pid watchdog reader job n=0 still=0
+	mkfifo "$D/fifo"
+	sleep 1000 <"$D/fifo" &
+	reader=$!
+	"$EG" --line-buffer sh -c 'echo $$ > pid.1; exec yes' ::: a >"$D/fifo" 2>"$D/err" &
+	pid=$!
+	(sleep 30; kill -9 "$pid") 2>/dev/null &
+	watchdog=$!
+	"$AWAIT" "$D/pid.1" || fail "the job did not start"
+	job=$(cat "$D/pid.1")
+	while [ $still -lt 5 ] && [ $n -lt 1000 ]; do
+		if sleeping_in_write "$job" && [ "$(awk '{print $3}' "/proc/$pid/stat")" = S ]; then
+			still=$((still + 1))
+		else
+			still=0
+		fi
+		n=$((n + 1))
+		sleep 0.01
+	done
+	kill -TERM "$pid"
+	gone "$job"
+	# Now the output flows, and errgroup ends as stopped by SIGTERM.
+	cat "$D/fifo" >/dev/null &
+	{ wait "$pid"; } 2>/dev/null
+	rc=$?
+	kill "$watchdog" "$reader" 2>/dev/null
+	wait "$watchdog" "$reader" 2>/dev/null
+	expect_rc 143
+	expect_err "stopped by SIGTERM"
+}
+
 test_sigkill_leaves_no_job_behind() {
 	signal_errgroup KILL
 	expect_rc 137
