@@ -555,6 +555,16 @@ test_bar_draws_on_a_terminal() {
 	sed 's/\x1b\[K//g' "$D/out" | tr '\r' '\n' | grep -q '^a$' || fail "output mixed with the bar"
 }
 
+# A job in its own, background process group that read the terminal would
+# stop for good (SIGTTIN): refused before any job starts.
+test_stdin_from_a_terminal_is_refused() {
+	command -v script >/dev/null || return 0   # util-linux, for a pty
+	timeout -k 5 30 script -qec "$EG --stdin sh -c 'read x' ::: a" /dev/null >"$D/out" 2>"$D/err"
+	rc=$?
+	expect_rc 125
+	grep -qF 'standard input is a terminal' "$D/out" || fail "no refusal: '$(head -c 300 "$D/out")'"
+}
+
 test_bar_is_silent_off_a_terminal() {
 	eg --bar echo ::: a
 	expect_rc 0
