@@ -74,20 +74,12 @@ static void wait_writable(int fd)
 	}
 }
 
-/* Whether a write to fd can wait for a reader: not to a file.  Asked once
- * for our stdout and stderr, the only fds written. */
+/* Whether a write to fd can wait for a reader: not to a file. */
 static bool may_block(int fd)
 {
-	static signed char known[3];   /* 0: not asked, 1: may block, -1: not */
 	struct stat st;
-	bool blocks;
 
-	if (fd >= 0 && fd < 3 && known[fd])
-		return known[fd] > 0;
-	blocks = fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
-	if (fd >= 0 && fd < 3)
-		known[fd] = blocks ? 1 : -1;
-	return blocks;
+	return fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
 }
 
 static void write_all(int fd, const char *buf, size_t len)
