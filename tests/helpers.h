@@ -178,6 +178,24 @@ static inline int await_word(void)
 	return word;
 }
 
+/* In the test: the next word a task sent, or 0 if the pipe life_rx hung
+ * up first: a task that holds its only write end (from its fork) died
+ * before it told one.  Fails after WAIT_LIMIT_MS. */
+static inline int await_word_or_hangup(int life_rx)
+{
+	struct pollfd p[2] = {
+		{ .fd = ready_pipe[0], .events = POLLIN },
+		{ .fd = life_rx, .events = POLLIN },
+	};
+	int r;
+
+	do
+		r = poll(p, 2, WAIT_LIMIT_MS);
+	while (r < 0 && errno == EINTR);
+	assert_true(r > 0);
+	return p[0].revents ? await_word() : 0;
+}
+
 /* Under valgrind, signals and dispositions are partly valgrind's own. */
 static inline bool under_valgrind(void)
 {

@@ -655,23 +655,6 @@ static int ignore_sigterm_and_block_traceable(void *arg)
 	return block_forever_traceable(arg);
 }
 
-/* The pid the task tells, or 0 if it died first: the read end of a pipe
- * whose write end only the task holds (from its fork) hangs up. */
-static pid_t word_or_death(int life_rx)
-{
-	struct pollfd p[2] = {
-		{ .fd = ready_pipe[0], .events = POLLIN },
-		{ .fd = life_rx, .events = POLLIN },
-	};
-	int r;
-
-	do
-		r = poll(p, 2, WAIT_LIMIT_MS);
-	while (r < 0 && errno == EINTR);
-	assert_true(r > 0);
-	return p[0].revents ? await_word() : 0;
-}
-
 /* One run of the test below with a timeout of ms: true if the task was
  * traced and trapped while it ran, and ended by the grace's SIGKILL;
  * false if it ended before the test could trace it (the run proves
@@ -691,7 +674,7 @@ static bool traced_task_times_out(unsigned ms)
 	assert_int_equal(errgroup_set_timeout_ms(g, ms), 0);
 	assert_int_equal(errgroup_go(g, ignore_sigterm_and_block_traceable, NULL), 0);
 	close(life[1]);
-	pid = word_or_death(life[0]);
+	pid = await_word_or_hangup(life[0]);
 	close(life[0]);
 	if (pid > 0 && ptrace(PTRACE_SEIZE, pid, NULL, NULL) < 0) {
 		if (errno != ESRCH) {

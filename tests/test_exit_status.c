@@ -214,6 +214,14 @@ static void expect_lost(const struct errgroup_error *e)
 	assert_non_null(strstr(e->message, "lost"));
 }
 
+/* Every task failed, its status lost. */
+static void expect_each_lost(errgroup *g)
+{
+	assert_int_equal(errgroup_error_count(g), END_KINDS);
+	for (int kind = 0; kind < END_KINDS; kind++)
+		expect_lost(error_of(g, kind));
+}
+
 static void skip_unless_the_kernel_keeps_statuses(void)
 {
 	if (!kernel_keeps_reaped_status())
@@ -263,9 +271,7 @@ static void test_status_never_recorded_is_lost_after_a_bound(void **state)
 
 	assert_int_equal(fds_asked_at_all(), END_KINDS);
 	assert_int_equal(fds_asked(1), 0);
-	assert_int_equal(errgroup_error_count(g), END_KINDS);
-	for (int kind = 0; kind < END_KINDS; kind++)
-		expect_lost(error_of(g, kind));
+	expect_each_lost(g);
 	errgroup_free(g);
 	assert_true(no_children_left());
 }
@@ -285,9 +291,7 @@ static void test_status_released_unrecorded_is_lost_at_once(void **state)
 
 	assert_int_equal(fds_asked(1), END_KINDS);
 	assert_int_equal(fds_asked_at_all(), END_KINDS);
-	assert_int_equal(errgroup_error_count(g), END_KINDS);
-	for (int kind = 0; kind < END_KINDS; kind++)
-		expect_lost(error_of(g, kind));
+	expect_each_lost(g);
 	errgroup_free(g);
 	assert_true(no_children_left());
 }

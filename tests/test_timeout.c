@@ -39,10 +39,9 @@ static int teardown(void **state)
 /* The longest timer a test tries, doubling from 50 ms: 8 runs. */
 #define SLOWEST_TIMER_MS 6400
 
-/* Takes one task's word into *ret (if not NULL) if it sent one, without
- * waiting: for a task that has ended, whether it had set itself up before
- * its timer fired. */
-static bool took_word(int *ret)
+/* Takes one task's word if it sent one, without waiting: for a task that
+ * has ended, whether it had set itself up before its timer fired. */
+static bool took_word(void)
 {
 	struct pollfd p = { .fd = ready_pipe[0], .events = POLLIN };
 	int word;
@@ -50,15 +49,13 @@ static bool took_word(int *ret)
 	if (poll(&p, 1, 0) != 1)
 		return false;
 	assert_int_equal(read(ready_pipe[0], &word, sizeof word), sizeof word);
-	if (ret)
-		*ret = word;
 	return true;
 }
 
 /* The words of tasks that may have died before they told them. */
 static void drop_words(void)
 {
-	while (took_word(NULL))
+	while (took_word())
 		;
 }
 
@@ -154,12 +151,32 @@ static void test_task_done_in_time_is_a_success(void **state)
 	errgroup_free(g);
 }
 
+/* Waits for g's one task, ignore_sigterm_and_block, and frees g.  True if
+ * the task had set itself up: it then timed out by SIGKILL, no sooner than
+ * min_ms after start.  False if the run proved nothing, the task killed
+ * before it ignored SIGTERM, or stalled between that and its word past the
+ * grace. */
+static bool sigkilled_after_ignoring_sigterm(errgroup *g, uint64_t start, uint64_t min_ms)
+{
+	const struct errgroup_error *e = errgroup_wait(g);
+	bool ready = took_word();
+
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_TIMEOUT);
+	if (ready) {
+		assert_true(monotonic_ms() - start >= min_ms);
+		assert_int_equal(e->code, SIGKILL);
+	} else {
+		assert_true(e->code == SIGTERM || e->code == SIGKILL);
+	}
+	errgroup_free(g);
+	return ready;
+}
+
 static void test_timeout_ignored_sigterm_gets_sigkill_after_grace(void **state)
 {
-	const struct errgroup_error *e;
 	uint64_t start;
 	errgroup *g;
-	bool ready;
 
 	(void)state;
 	if (under_valgrind())
@@ -171,20 +188,7 @@ static void test_timeout_ignored_sigterm_gets_sigkill_after_grace(void **state)
 		errgroup_set_grace_ms(g, 100);
 		start = monotonic_ms();
 		assert_int_equal(errgroup_go(g, ignore_sigterm_and_block, NULL), 0);
-		e = errgroup_wait(g);
-		ready = took_word(NULL);
-		assert_non_null(e);
-		assert_int_equal(e->cause, ERRGROUP_TIMEOUT);
-		if (ready) {
-			assert_true(monotonic_ms() - start >= ms + 100);
-			assert_int_equal(e->code, SIGKILL);
-		} else {
-			/* Killed before it ignored SIGTERM, or stalled
-			 * between that and its word past the grace. */
-			assert_true(e->code == SIGTERM || e->code == SIGKILL);
-		}
-		errgroup_free(g);
-		if (ready)
+		if (sigkilled_after_ignoring_sigterm(g, start, ms + 100))
 			break;
 	}
 }
@@ -202,7 +206,7 @@ static void test_timed_out_task_that_exits_0_still_fails(void **state)
 		errgroup_set_timeout_ms(g, ms);
 		assert_int_equal(errgroup_go(g, exit_0_on_sigterm, NULL), 0);
 		e = errgroup_wait(g);
-		ready = took_word(NULL);
+		ready = took_word();
 		assert_non_null(e);
 		assert_int_equal(e->cause, ERRGROUP_TIMEOUT);
 		assert_int_equal(e->code, ready ? 0 : SIGTERM);
@@ -222,18 +226,10 @@ static void test_timed_out_task_that_exits_0_still_fails(void **state)
  */
 static bool task_stopped(int life_rx)
 {
-	struct pollfd p[2] = {
-		{ .fd = ready_pipe[0], .events = POLLIN },
-		{ .fd = life_rx, .events = POLLIN },
-	};
+	int r, pid = await_word_or_hangup(life_rx);
 	siginfo_t si;
-	int r, pid;
 
-	do
-		r = poll(p, 2, WAIT_LIMIT_MS);
-	while (r < 0 && errno == EINTR);
-	assert_true(r > 0);
-	if (!took_word(&pid))
+	if (!pid)
 		return false;
 	do {
 		memset(&si, 0, sizeof si);
@@ -413,11 +409,9 @@ static void test_deadline_removed_in_time_stops_nothing(void **state)
  * and the task's own timeout, due meanwhile, does not cut it short. */
 static void test_deadline_grace_is_not_cut_by_a_later_timeout(void **state)
 {
-	const struct errgroup_error *e;
 	struct timespec deadline;
 	uint64_t start;
 	errgroup *g;
-	bool ready;
 
 	(void)state;
 	if (under_valgrind())
@@ -431,20 +425,7 @@ static void test_deadline_grace_is_not_cut_by_a_later_timeout(void **state)
 		deadline = in_ms(ms);
 		errgroup_set_deadline(g, &deadline);
 		assert_int_equal(errgroup_go(g, ignore_sigterm_and_block, NULL), 0);
-		e = errgroup_wait(g);
-		ready = took_word(NULL);
-		assert_non_null(e);
-		assert_int_equal(e->cause, ERRGROUP_TIMEOUT);
-		if (ready) {
-			assert_true(monotonic_ms() - start >= 9 * ms);
-			assert_int_equal(e->code, SIGKILL);
-		} else {
-			/* Killed before it ignored SIGTERM, or stalled
-			 * between that and its word past the grace. */
-			assert_true(e->code == SIGTERM || e->code == SIGKILL);
-		}
-		errgroup_free(g);
-		if (ready)
+		if (sigkilled_after_ignoring_sigterm(g, start, 9 * ms))
 			break;
 	}
 }
