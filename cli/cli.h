@@ -101,7 +101,8 @@ struct outcome {
 	struct job **failures;      /* every job failed for good, in the order
 	                               they failed */
 	size_t failure_count;
-	size_t stopped;             /* jobs running when the group was canceled */
+	size_t stopped;             /* jobs that ended because the group was
+	                               canceled */
 	size_t never_started;
 	int signal;                 /* the signal that stopped errgroup, or 0 */
 	int error;                  /* errgroup's own failure (-errno), or 0 */
@@ -114,7 +115,8 @@ void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* jobs.c */
 int jobs_from_args(struct joblist *list, const struct options *opts);
-int jobs_from_lines(struct joblist *list, const struct options *opts, FILE *in);
+int jobs_from_lines(struct joblist *list, const struct options *opts, FILE *in,
+		    const char *source);
 void jobs_name(struct joblist *list, const struct options *opts);
 void jobs_free(struct joblist *list);
 
@@ -129,7 +131,7 @@ void capture_drain(struct capture *c, const struct job *job, const struct option
 void capture_release(struct capture *c);
 void output_job_ended(struct job *job, const struct options *opts);
 int output_error(void);
-void output_on_stop(int fd, void (*fn)(void *), void *arg);
+void output_while_waiting(int fd0, int fd1, void (*fn)(void *), void *arg);
 
 /* report.c */
 int exit_status(const struct outcome *o);
@@ -140,7 +142,7 @@ void report(const struct joblist *list, const struct options *opts,
 FILE *joblog_open(const char *path);
 void joblog_write(FILE *log, const struct job *job);
 int joblog_close(FILE *log);
-void json_write(const struct joblist *list);
+int json_write(const struct joblist *list);
 
 /* progress.c */
 void progress_start(bool wanted);

@@ -127,9 +127,12 @@ static void json_job(FILE *out, const struct job *job)
 	fputs("}\n", out);
 }
 
-void json_write(const struct joblist *list)
+/* Returns 0, or -errno when not all of it reached stdout. */
+int json_write(const struct joblist *list)
 {
 	for (size_t i = 0; i < list->count; i++)
 		json_job(stdout, &list->jobs[i]);
-	fflush(stdout);
+	if (fflush(stdout) != 0 || ferror(stdout))
+		return errno ? -errno : -EIO;
+	return 0;
 }

@@ -206,8 +206,10 @@ int jobs_from_args(struct joblist *list, const struct options *opts)
 	size_t capacity = 0;
 
 	for (size_t i = 0; opts->args[i]; i++)
-		if (add_job(list, &capacity, opts->command, opts->args[i]) < 0)
+		if (add_job(list, &capacity, opts->command, opts->args[i]) < 0) {
+			warn("%s", strerror(ENOMEM));
 			return -ENOMEM;
+		}
 	return 0;
 }
 
@@ -216,25 +218,40 @@ static bool is_skipped(const char *line)
 	return line[0] == '\0' || line[0] == '#';
 }
 
-int jobs_from_lines(struct joblist *list, const struct options *opts, FILE *in)
+/* Reads the jobs from in, which is source for messages: each problem is
+ * reported here. */
+int jobs_from_lines(struct joblist *list, const struct options *opts, FILE *in,
+		    const char *source)
 {
-	size_t capacity = 0, size = 0;
+	size_t capacity = 0, size = 0, number = 0;
 	char *line = NULL;
 	ssize_t len;
 	int r = 0;
 
 	errno = 0;
 	while ((len = getline(&line, &size, in)) >= 0) {
+		number++;
 		if (len > 0 && line[len - 1] == '\n')
-			line[len - 1] = '\0';
+			line[--len] = '\0';
+		/* A command or an argument ends at a NUL: the rest of the
+		 * line would be dropped without a word. */
+		if (memchr(line, '\0', (size_t)len)) {
+			warn("%s, line %zu: holds a NUL byte", source, number);
+			r = -EINVAL;
+			break;
+		}
 		if (is_skipped(line))
 			continue;
 		r = add_job(list, &capacity, opts->command, line);
-		if (r < 0)
+		if (r < 0) {
+			warn("%s", strerror(-r));
 			break;
+		}
 	}
-	if (r == 0 && ferror(in))
+	if (r == 0 && ferror(in)) {
 		r = errno ? -errno : -EIO;
+		warn("cannot read %s: %s", source, strerror(-r));
+	}
 	free(line);
 	return r;
 }

@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
@@ -74,7 +75,8 @@ static const char usage_text[] =
 "  0        every job succeeded (--one-for-all: the first job to end did)\n"
 "  1-125    the exit status of the first job that failed\n"
 "  124      the first job that failed ran past --timeout\n"
-"  125      errgroup's own error (bad option, unreadable input)\n"
+"  125      errgroup's own error (bad option, unreadable input,\n"
+"           output that cannot be written)\n"
 "  126      the first job that failed could not be executed\n"
 "  127      ... was not found\n"
 "  128+N    the first job that failed was killed by signal N\n"
@@ -107,6 +109,15 @@ die_usage(const char *fmt, ...)
 	exit(EXIT_USAGE);
 }
 
+/* After --help or --version: 0 if what was printed reached stdout. */
+static void __attribute__((noreturn)) exit_after_output(void)
+{
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		exit(0);
+	warn("cannot write to standard output: %s", strerror(errno));
+	exit(EXIT_USAGE);
+}
+
 /* A whole non-negative decimal number no larger than max. */
 static unsigned parse_count(const char *option, const char *text, unsigned max)
 {
@@ -131,14 +142,18 @@ static unsigned parse_seconds(const char *option, const char *text)
 
 	errno = 0;
 	seconds = strtod(text, &end);
+	/* Decimal only: strtod would also take hex ("0x10") and "inf". */
 	if (end == text || *end != '\0' || !isfinite(seconds) ||
-	    !((text[0] >= '0' && text[0] <= '9') || text[0] == '.'))
+	    !((text[0] >= '0' && text[0] <= '9') || text[0] == '.') ||
+	    text[strspn(text, "0123456789.eE+-")] != '\0')
 		die_usage("%s: '%s' is not a number of seconds", option, text);
 	ms = round(seconds * 1000.0);
 	if (ms > (double)UINT_MAX)
 		die_usage("%s: '%s' is too long (at most %u seconds)", option, text,
 			  UINT_MAX / 1000);
-	if (ms < 1.0 && seconds > 0.0)
+	/* ERANGE here is an underflow (an overflow is not finite): 1e-400
+	 * is a time too, if a short one. */
+	if (ms < 1.0 && (seconds > 0.0 || errno == ERANGE))
 		ms = 1.0;
 	return (unsigned)ms;
 }
@@ -269,10 +284,10 @@ static void parse_option(struct options *opts, int c, int index, const char *sca
 		break;
 	case 'h':
 		fputs(usage_text, stdout);
-		exit(fflush(stdout) == 0 ? 0 : EXIT_USAGE);
+		exit_after_output();
 	case 'V':
 		printf("errgroup %s\n", ERRGROUP_VERSION);
-		exit(fflush(stdout) == 0 ? 0 : EXIT_USAGE);
+		exit_after_output();
 	case ':':
 		die_usage("option '%s' needs a value", refused_option(scanned));
 	default:
@@ -292,6 +307,11 @@ static void parse_command(struct options *opts, int argc, char **argv)
 		}
 	if (separator == optind)
 		die_usage("no COMMAND before :::");
+	/* GNU parallel would run every combination of the lists: here the
+	 * second ::: would quietly be an argument. */
+	for (int i = separator + 1; separator >= 0 && i < argc; i++)
+		if (strcmp(argv[i], ":::") == 0)
+			die_usage("only one ::: is allowed (to run a ::: argument, give it with -a FILE)");
 	if (separator >= 0) {
 		if (opts->arg_file)
 			die_usage("-a FILE and ::: both give arguments; use one");
@@ -306,6 +326,10 @@ static void check_options(const struct options *opts)
 {
 	if (opts->tag && opts->output == OUTPUT_UNGROUP)
 		die_usage("--tag needs the output captured: not with --ungroup");
+	/* The jobs would write into the bar, which could not clear itself
+	 * before their lines. */
+	if (opts->bar && opts->output == OUTPUT_UNGROUP)
+		die_usage("--bar needs the output captured: not with --ungroup");
 	if (opts->share_stdin && !opts->args && !opts->arg_file)
 		die_usage("--stdin: standard input already holds the jobs; "
 			  "give them with ::: or -a FILE");
@@ -357,13 +381,30 @@ static int read_jobs(struct joblist *list, const struct options *opts)
 			return -errno;
 		}
 	}
-	r = jobs_from_lines(list, opts, in);
-	if (r < 0)
-		warn("cannot read %s: %s",
-		     opts->arg_file ? opts->arg_file : "standard input", strerror(-r));
+	r = jobs_from_lines(list, opts, in, opts->arg_file ? opts->arg_file : "standard input");
 	if (in != stdin)
 		fclose(in);
 	return r;
+}
+
+/*
+ * A closed standard fd would be taken by the next fd we open: with stdout
+ * closed, our signalfd became fd 1, and writing the jobs' output waited
+ * for a signalfd to turn writable, for ever.  Each closed one is held by
+ * /dev/null opened the other way round, so that using it fails with EBADF
+ * as it would have, for us and for the jobs that inherit it.
+ */
+static void hold_closed_standard_fds(void)
+{
+	static const int flags[3] = { O_WRONLY, O_RDONLY, O_RDONLY };
+
+	for (int fd = 0; fd < 3; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		/* open returns the lowest free fd: this one. */
+		if (open("/dev/null", flags[fd]) != fd)
+			exit(EXIT_USAGE);
+	}
 }
 
 int main(int argc, char **argv)
@@ -371,12 +412,17 @@ int main(int argc, char **argv)
 	struct joblist list = { 0 };
 	struct outcome outcome;
 	struct options opts;
-	int status;
+	int status, res;
 
 	/* An ignored SIGCHLD survives exec: the kernel would then reap the
 	 * jobs itself, and where it keeps no status for pidfds (before
 	 * Linux 6.15) every job's would be lost. */
 	signal(SIGCHLD, SIG_DFL);
+	/* A reader that went away is an error to report, after the jobs
+	 * were stopped as for a failure, not a death without a word (the
+	 * jobs start with every disposition reset). */
+	signal(SIGPIPE, SIG_IGN);
+	hold_closed_standard_fds();
 	parse_options(&opts, argc, argv);
 	if (read_jobs(&list, &opts) < 0)
 		return EXIT_USAGE;
@@ -384,10 +430,13 @@ int main(int argc, char **argv)
 	if (run(&list, &opts, &outcome) < 0) {
 		status = EXIT_USAGE;
 	} else {
-		if (opts.json)
-			json_write(&list);
+		res = opts.json ? json_write(&list) : 0;
+		if (res < 0)
+			warn("cannot write the JSON report: %s", strerror(-res));
 		report(&list, &opts, &outcome);
 		status = exit_status(&outcome);
+		if (status == 0 && res < 0)
+			status = EXIT_USAGE;
 	}
 	outcome_free(&outcome);
 	jobs_free(&list);

@@ -31,46 +31,53 @@
 /* The first error writing our own stdout or stderr (-errno), or 0. */
 static int write_error;
 
+/* Our stdout and stderr, once a write to them failed: the rest of the
+ * output has nowhere to go, and run.c stops the jobs. */
+static bool broken[3];
+
 int output_error(void)
 {
 	return write_error;
 }
 
-/* Where a request to stop comes from (run.c's signalfd), and who acts on
- * it, while our output waits for its reader. */
-static int stop_fd = -1;
-static void (*stop_fn)(void *);
-static void *stop_arg;
+/* What may need acting on at once while our output waits for its reader
+ * (run.c's signalfd and the group's fd), and who acts on it. */
+static int watched[2] = { -1, -1 };
+static void (*watch_fn)(void *);
+static void *watch_arg;
 
-void output_on_stop(int fd, void (*fn)(void *), void *arg)
+void output_while_waiting(int fd0, int fd1, void (*fn)(void *), void *arg)
 {
-	stop_fd = fd;
-	stop_fn = fn;
-	stop_arg = arg;
+	watched[0] = fd0;
+	watched[1] = fd1;
+	watch_fn = fn;
+	watch_arg = arg;
 }
 
 /*
  * Waits until fd takes PIPE_BUF bytes without blocking.  A reader that
- * stops reading (a paused pager) must not keep the jobs running: a stop
- * request that comes meanwhile is acted on at once, then the wait goes on,
- * as the text is not dropped.  Also for an O_NONBLOCK fd someone shares.
+ * stops reading (a paused pager) must not keep the jobs running: a signal
+ * or a job's end that comes meanwhile is acted on at once (watch_fn takes
+ * what made its fd readable), then the wait goes on, as the text is not
+ * dropped.  Also for an O_NONBLOCK fd someone shares.
  */
 static void wait_writable(int fd)
 {
-	struct pollfd p[2] = {
+	struct pollfd p[3] = {
 		{ .fd = fd, .events = POLLOUT },
-		{ .fd = stop_fd, .events = POLLIN },
+		{ .fd = watched[0], .events = POLLIN },
+		{ .fd = watched[1], .events = POLLIN },
 	};
 	int n;
 
 	for (;;) {
-		n = poll(p, stop_fd >= 0 ? 2 : 1, -1);
+		n = poll(p, 3, -1);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 || p[0].revents)
 			return;
-		if (p[1].revents)
-			stop_fn(stop_arg);
+		if (p[1].revents || p[2].revents)
+			watch_fn(watch_arg);
 	}
 }
 
@@ -84,10 +91,13 @@ static bool may_block(int fd)
 
 static void write_all(int fd, const char *buf, size_t len)
 {
-	bool waits = may_block(fd);
+	bool waits;
 	size_t chunk;
 	ssize_t n;
 
+	if (fd < 3 && broken[fd])
+		return;
+	waits = may_block(fd);
 	while (len > 0) {
 		/* At most PIPE_BUF once writable: a pipe's writer then never
 		 * blocks, where it would not see a stop request. */
@@ -107,6 +117,8 @@ static void write_all(int fd, const char *buf, size_t len)
 		if (n < 0) {
 			if (!write_error)
 				write_error = -errno;
+			if (fd < 3)
+				broken[fd] = true;
 			return;
 		}
 		buf += n;

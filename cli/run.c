@@ -12,8 +12,11 @@
  * The group's cancel-on-error stays off: a failed attempt that will be
  * retried must not stop the others.  The loop decides itself when to call
  * errgroup_cancel: a job failed for good (unless --keep-going), any job
- * ended (--one-for-all), or a signal came.  From then on nothing starts,
- * and the loop runs until every started job has been reaped.
+ * ended (--one-for-all), a signal came, or our output cannot be written.
+ * From then on nothing starts, and the loop runs until every started job
+ * has been reaped.  Writing a job's output may wait for its reader; ends
+ * and signals are still taken then (on_event_while_writing), so that the
+ * decision to stop is never late.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -46,7 +49,10 @@ struct run {
 	size_t tasks;               /* tasks started, over every attempt */
 	size_t done;                /* jobs ended for good, for --bar */
 	bool stopping;              /* the group was canceled: start nothing */
-	bool signal_pending;        /* taken while writing: stop() is due */
+	struct errgroup_exit *ended;   /* ends taken while our output waited,
+	                                  in order; at most one per running
+	                                  job, and one we could not follow */
+	size_t ended_count;
 	struct pollfd *fds;         /* the poll set, rebuilt each round */
 	struct capture **fd_capture;   /* fds[i]'s pipe, NULL for ours */
 	struct job **fd_job;
@@ -76,7 +82,6 @@ static void stop(struct run *r)
 	if (r->stopping)
 		return;
 	r->stopping = true;
-	r->outcome->stopped = r->running_count;
 	errgroup_cancel(r->g);
 	while (r->retry_count > 0)
 		finish(r, r->retries[--r->retry_count], JOB_FAILED);
@@ -233,6 +238,8 @@ static void finish(struct run *r, struct job *job, enum job_state state)
 		joblog_write(r->joblog, job);
 	if (state == JOB_FAILED)
 		o->failures[o->failure_count++] = job;
+	if (state == JOB_STOPPED)
+		o->stopped++;
 	/* After a cancel, jobs end because of it: none of them decides. */
 	if (r->stopping)
 		return;
@@ -256,9 +263,10 @@ static void on_task_end(struct run *r, const struct errgroup_exit *exit)
 	forget_running(r, job);
 	capture_drain(&job->out, job, r->opts);
 	capture_drain(&job->err, job, r->opts);
-	output_job_ended(job, r->opts);
 	job->status = exit->status;
 	job->error = exit->error;
+	/* Decided before the output is written, which may wait for its
+	 * reader: a failure stops the others now. */
 	if (!exit->error)
 		finish(r, job, JOB_SUCCEEDED);
 	else if (exit->error->cause == ERRGROUP_CANCELED)
@@ -268,15 +276,40 @@ static void on_task_end(struct run *r, const struct errgroup_exit *exit)
 		r->retries[r->retry_count++] = job;
 	} else
 		finish(r, job, JOB_FAILED);
+	output_job_ended(job, r->opts);
 }
 
+/* Whether on_task_end will stop the group for this end: asked as soon as
+ * it is taken, also while our output waits for its reader. */
+static bool stops_the_group(const struct run *r, const struct errgroup_exit *exit)
+{
+	const struct job *job;
+
+	if (exit->task < 0 || (size_t)exit->task >= r->by_task_size || !r->by_task[exit->task])
+		return false;
+	job = r->by_task[exit->task];
+	if (!exit->error)
+		return r->opts->one_for_all;
+	if (exit->error->cause == ERRGROUP_CANCELED || job->attempts <= r->opts->retries)
+		return false;
+	return r->opts->one_for_all || !r->opts->keep_going;
+}
+
+/* Ends taken while our output waited are older than what the group still
+ * holds, and taking one may add more. */
 static int reap_all(struct run *r)
 {
 	struct errgroup_exit exit;
 	int res;
 
-	while ((res = errgroup_reap(r->g, &exit)) > 0)
-		on_task_end(r, &exit);
+	do {
+		for (size_t i = 0; i < r->ended_count; i++)
+			on_task_end(r, &r->ended[i]);
+		r->ended_count = 0;
+		res = errgroup_reap(r->g, &exit);
+		if (res > 0)
+			on_task_end(r, &exit);
+	} while (res > 0 || r->ended_count > 0);
 	return res;
 }
 
@@ -296,22 +329,29 @@ static bool take_signals(struct run *r)
 
 static void on_signal(struct run *r)
 {
-	if (take_signals(r) || r->signal_pending) {
-		r->signal_pending = false;
+	if (take_signals(r))
 		stop(r);
-	}
 }
 
-/* A signal while our output waits for its reader (output.c): the jobs are
- * stopped at once.  The rest of stop(), which may write a job's output, is
- * left to the loop, so that one job's text never lands inside another's. */
-static void on_signal_while_writing(void *arg)
+/* A signal or a job's end while our output waits for its reader
+ * (output.c): what stops the group stops it at once.  The ends are kept
+ * for reap_all, which writes their output: one job's text never lands
+ * inside another's.  Each end taken leaves the group's fd, which so
+ * turns unreadable once all are. */
+static void on_event_while_writing(void *arg)
 {
 	struct run *r = arg;
+	struct errgroup_exit exit;
 
-	if (take_signals(r)) {
-		r->signal_pending = true;
-		errgroup_cancel(r->g);
+	on_signal(r);
+	while (r->ended_count < r->list->count + 1 && errgroup_reap(r->g, &exit) > 0) {
+		r->ended[r->ended_count++] = exit;
+		if (!r->stopping && stops_the_group(r, &exit)) {
+			/* finish() names no decider after the stop. */
+			if (!r->outcome->decider)
+				r->outcome->decider = r->by_task[exit.task];
+			stop(r);
+		}
 	}
 }
 
@@ -367,7 +407,8 @@ static size_t build_poll_set(struct run *r)
  * that no fd in the set is closed under the loop by a reap. */
 static int wait_once(struct run *r)
 {
-	int timeout_ms = r->opts->bar ? 1000 : -1;
+	/* Ends already taken (on_event_while_writing) wait for no event. */
+	int timeout_ms = r->ended_count ? 0 : r->opts->bar ? 1000 : -1;
 	size_t n;
 	int res;
 
@@ -379,9 +420,9 @@ static int wait_once(struct run *r)
 	for (size_t i = 2; i < n; i++)
 		if (r->fds[i].revents)
 			capture_read(r->fd_capture[i], r->fd_job[i], r->opts);
-	if (r->fds[0].revents || r->signal_pending)
+	if (r->fds[0].revents)
 		on_signal(r);
-	if (r->fds[1].revents) {
+	if (r->fds[1].revents || r->ended_count) {
 		res = reap_all(r);
 		if (res < 0)
 			return res;
@@ -403,6 +444,10 @@ static int loop(struct run *r)
 			warn("cannot wait for the jobs: %s", strerror(-res));
 			return res;
 		}
+		/* Output that cannot be written (its reader left: EPIPE) is
+		 * lost: stop rather than run every job into the void. */
+		if (output_error())
+			stop(r);
 	}
 }
 
@@ -472,7 +517,8 @@ static int setup(struct run *r)
 	r->outcome->failures = calloc(count + 1, sizeof *r->outcome->failures);
 	r->retries = calloc(count + 1, sizeof *r->retries);
 	r->running = calloc(count + 1, sizeof *r->running);
-	if (!r->outcome->failures || !r->retries || !r->running) {
+	r->ended = calloc(count + 1, sizeof *r->ended);
+	if (!r->outcome->failures || !r->retries || !r->running || !r->ended) {
 		warn("%s", strerror(ENOMEM));
 		return -ENOMEM;
 	}
@@ -481,7 +527,7 @@ static int setup(struct run *r)
 		warn("cannot make the group: %s", strerror(-res));
 		return res;
 	}
-	output_on_stop(r->signal_fd, on_signal_while_writing, r);
+	output_while_waiting(r->signal_fd, r->group_fd, on_event_while_writing, r);
 	return 0;
 }
 
@@ -501,11 +547,12 @@ static void teardown(struct run *r)
 	}
 	if (r->dev_null >= 0)
 		close(r->dev_null);
-	output_on_stop(-1, NULL, NULL);
+	output_while_waiting(-1, -1, NULL, NULL);
 	if (r->signal_fd >= 0)
 		close(r->signal_fd);
 	free(r->retries);
 	free(r->running);
+	free(r->ended);
 	free(r->by_task);
 	free(r->fds);
 	free(r->fd_capture);

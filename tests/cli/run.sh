@@ -109,8 +109,47 @@ option '-j' needs a value|-kj
 '-2' is not a whole number|--retries -2 true
 needs a value|--joblog
 no COMMAND before :::|::: a b
+only one ::: is allowed|echo ::: a ::: b
 --tag needs the output captured|--tag -u echo ::: a
+--bar needs the output captured|--bar -u echo ::: a
+'0x10' is not a number of seconds|--timeout 0x10 true
 EOF
+}
+
+# A time too small for a double is still a time, not "no limit".
+test_underflowing_timeout_is_the_shortest_one() {
+	eg --timeout 1e-400 sleep ::: 10
+	expect_rc 124
+	expect_err "timed out after 0.001s"
+}
+
+# The rest of a line after a NUL would be dropped without a word.
+test_nul_in_input_is_125() {
+	printf 'echo a\0b\necho c\n' >"$D/jobs"
+	eg -a "$D/jobs"
+	expect_rc 125
+	expect_err "$D/jobs, line 1: holds a NUL byte"
+	[ ! -s "$D/out" ] || fail "a job ran: '$(cat "$D/out")'"
+}
+
+# Closed, stdout was taken by errgroup's own signalfd, and writing the
+# output waited for ever for it to turn writable.
+test_closed_stdout_is_an_error_not_a_hang() {
+	timeout -k 5 30 "$EG" echo ::: a >&- 2>"$D/err"
+	rc=$?
+	expect_rc 125
+	expect_err "cannot write the jobs' output: Bad file descriptor"
+}
+
+test_output_that_cannot_be_written_is_125() {
+	timeout -k 5 30 "$EG" --json true ::: a >/dev/full 2>"$D/err"
+	rc=$?
+	expect_rc 125
+	expect_err "cannot write the JSON report: No space left on device"
+	timeout -k 5 30 "$EG" --help >/dev/full 2>"$D/err"
+	rc=$?
+	expect_rc 125
+	expect_err "cannot write to standard output: No space left on device"
 }
 
 test_unreadable_input_is_125() {
@@ -459,6 +498,15 @@ EOF
 	gone $(recorded_pids)
 }
 
+# watch PID: kills PID should it still run 30 s from now, which only turns
+# a hang into a failure.  The watchdog ends by itself with PID (tail
+# --pid), so it leaves no sleep behind; collect it with `wait "$watchdog"`
+# once PID was waited for.
+watch() {
+	{ timeout 30 tail -s 0.1 --pid="$1" -f /dev/null || kill -9 "$1"; } 2>/dev/null &
+	watchdog=$!
+}
+
 # Starts errgroup in the background on jobs that record their pids and
 # their grandchildren's, waits until all run, sends it signal $1.
 signal_errgroup() {
@@ -468,17 +516,14 @@ sleep 1000 & echo \$! > $D/pid.2g; echo \$\$ > $D/pid.2; wait
 EOF
 	# A background job of a script ignores SIGINT unless told otherwise.
 	env --default-signal=INT "$EG" -j2 -a "$D/jobs" >"$D/out" 2>"$D/err" &
-	local pid=$!
-	# Only turns a hang into a failure.
-	(sleep 30; kill -9 "$pid") 2>/dev/null &
-	local watchdog=$!
+	local pid=$! watchdog
+	watch "$pid"
 	"$AWAIT" "$D/pid.1g" "$D/pid.1" "$D/pid.2g" "$D/pid.2" || fail "the jobs did not start"
 	kill "-$1" "$pid"
 	# (bash would say "Killed" for the SIGKILL test)
 	{ wait "$pid"; } 2>/dev/null
 	rc=$?
-	kill "$watchdog" 2>/dev/null
-	wait "$watchdog" 2>/dev/null
+	wait "$watchdog"
 }
 
 test_signals_stop_every_job() {
@@ -513,8 +558,7 @@ test_signal_stops_jobs_while_output_waits_for_its_reader() {
 	reader=$!
 	"$EG" --line-buffer sh -c 'echo $$ > pid.1; exec yes' ::: a >"$D/fifo" 2>"$D/err" &
 	pid=$!
-	(sleep 30; kill -9 "$pid") 2>/dev/null &
-	watchdog=$!
+	watch "$pid"
 	"$AWAIT" "$D/pid.1" || fail "the job did not start"
 	job=$(cat "$D/pid.1")
 	while [ $still -lt 5 ] && [ $n -lt 1000 ]; do
@@ -532,10 +576,93 @@ test_signal_stops_jobs_while_output_waits_for_its_reader() {
 	cat "$D/fifo" >/dev/null &
 	{ wait "$pid"; } 2>/dev/null
 	rc=$?
-	kill "$watchdog" "$reader" 2>/dev/null
-	wait "$watchdog" "$reader" 2>/dev/null
+	wait "$watchdog"
+	kill "$reader" 2>/dev/null
+	wait "$reader" 2>/dev/null
 	expect_rc 143
 	expect_err "stopped by SIGTERM"
+	expect_err "0 of 1 job failed, 1 stopped"
+}
+
+# stopped_while_output_waits: runs the jobs in $D/jobs with a reader of
+# the output that reads nothing until the job that records its pid in
+# $D/pid.s is gone: it must be stopped while errgroup waits to write.
+stopped_while_output_waits() {
+	local pid watchdog reader
+	mkfifo "$D/fifo"
+	sleep 1000 <"$D/fifo" &
+	reader=$!
+	"$EG" -j0 -a "$D/jobs" >"$D/fifo" 2>"$D/err" &
+	pid=$!
+	watch "$pid"
+	"$AWAIT" "$D/pid.s" || fail "the job to stop did not start"
+	gone "$(cat "$D/pid.s")"
+	cat "$D/fifo" >/dev/null &
+	wait "$pid"
+	rc=$?
+	wait "$watchdog"
+	kill "$reader" 2>/dev/null
+	wait "$reader" 2>/dev/null
+}
+
+# The same with a failure: job 2 fails once errgroup has reaped job 1 and
+# waits to write its output, which fills the pipe.  Job 3 must be stopped
+# then, not when the reader reads again.
+test_failure_stops_jobs_while_output_waits_for_its_reader() {
+	cat >"$D/jobs" <<EOF
+echo \$\$ > $D/pid.1; head -c 200000 /dev/zero
+$AWAIT $D/pid.1; while kill -0 \$(cat $D/pid.1) 2>/dev/null; do sleep 0.01; done; exit 3
+echo \$\$ > $D/pid.s; exec sleep 1000
+EOF
+	stopped_while_output_waits
+	expect_rc 3
+	expect_err "1 of 3 jobs failed, 1 stopped"
+}
+
+# And the failed job's own output is what waits.
+test_failed_job_whose_output_waits_stops_the_others() {
+	cat >"$D/jobs" <<EOF
+echo \$\$ > $D/pid.s; exec sleep 1000
+$AWAIT $D/pid.s; head -c 200000 /dev/zero; exit 3
+EOF
+	stopped_while_output_waits
+	expect_rc 3
+	expect_err "1 of 2 jobs failed, 1 stopped"
+}
+
+# A reader that went away (`| head`) is errgroup's own failure: the jobs
+# are stopped as for any failure, SIGTERM first, and recorded, and the
+# status says so; a SIGPIPE would have killed errgroup on the spot, and
+# the jobs with it.  Job a writes once job b runs and the reader is gone.
+test_reader_that_went_away_stops_the_jobs() {
+	local reader
+	mkfifo "$D/fifo" "$D/closed"
+	{ exec <"$D/fifo"; "$AWAIT" "$D/pid.b"; exec 0<&-; echo >"$D/closed"; } &
+	reader=$!
+	cat >"$D/jobs" <<EOF
+read _ < $D/closed; echo a
+trap 'touch $D/termed; exit 0' TERM; sleep 1000 & echo \$\$ > $D/pid.b; wait
+EOF
+	timeout -k 5 30 "$EG" -j2 --joblog "$D/log" -a "$D/jobs" >"$D/fifo" 2>"$D/err"
+	rc=$?
+	wait "$reader"
+	expect_rc 125
+	expect_err "cannot write the jobs' output: Broken pipe"
+	[ -e "$D/termed" ] || fail "job b got no SIGTERM"
+	[ "$(wc -l <"$D/log")" -eq 3 ] || fail "the job log holds '$(cat "$D/log")'"
+}
+
+# Only a job that ended because of the cancel counts as stopped: job 1
+# ends well on its SIGTERM.
+test_job_that_ends_well_after_the_cancel_is_not_counted_stopped() {
+	cat >"$D/jobs" <<EOF
+trap 'exit 0' TERM; sleep 1000 & echo \$\$ > $D/pid.1; wait
+$AWAIT $D/pid.1 && exit 3
+EOF
+	eg -j2 -a "$D/jobs"
+	expect_rc 3
+	expect_err "1 of 2 jobs failed"
+	! grep -qE ', [0-9]+ stopped' "$D/err" || fail "a job counted stopped: '$(cat "$D/err")'"
 }
 
 test_sigkill_leaves_no_job_behind() {
