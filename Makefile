@@ -195,7 +195,8 @@ clean:
 #               seeds in tests/fuzz/corpus are only read; what the fuzzer
 #               finds goes to $(B)/fuzz/corpus.  FUZZ_MAX_LEN is above
 #               FRAME_MAX (65 616), so both sides of that bound are tried.
-#   make asan   the suite built with ASan + UBSan,
+#   make asan   the suite built with ASan + UBSan (the command's tests
+#               too: a leak or a report fails its status check),
 #   make tsan   and with TSan, each run by tools/sanitize.sh, which says
 #               why each runtime option is set.
 FUZZ_SECONDS ?= 60
@@ -223,6 +224,7 @@ asan: deps
 	$(Q)$(MAKE) --no-print-directory B=$(B)/asan CFLAGS="$(CFLAGS) $(ASAN_CFLAGS)" \
 		all $(SAN_TESTS:%=$(B)/asan/%)
 	$(Q)tools/sanitize.sh asan $(SAN_TESTS:%=$(B)/asan/%)
+	$(Q)UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 tests/cli/run.sh $(B)/asan/errgroup
 
 # A fork under TSan took 9 ms here, and test_pressure's pid-reuse test
 # forks until the pid counter comes round (up to pid_max, 32 768 here):

@@ -424,8 +424,11 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	hold_closed_standard_fds();
 	parse_options(&opts, argc, argv);
-	if (read_jobs(&list, &opts) < 0)
+	if (read_jobs(&list, &opts) < 0) {
+		jobs_free(&list);
+		free(opts.names);
 		return EXIT_USAGE;
+	}
 	jobs_name(&list, &opts);
 	if (run(&list, &opts, &outcome) < 0) {
 		status = EXIT_USAGE;
