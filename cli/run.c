@@ -30,6 +30,12 @@
 
 #include "cli.h"
 
+/* A job's end, and when we learned of it. */
+struct ended {
+	struct errgroup_exit exit;
+	struct timespec at;         /* CLOCK_MONOTONIC */
+};
+
 struct run {
 	errgroup *g;
 	int group_fd;               /* errgroup_fd(g), the group's own */
@@ -49,9 +55,9 @@ struct run {
 	size_t tasks;               /* tasks started, over every attempt */
 	size_t done;                /* jobs ended for good, for --bar */
 	bool stopping;              /* the group was canceled: start nothing */
-	struct errgroup_exit *ended;   /* ends taken while our output waited,
-	                                  in order; at most one per running
-	                                  job, and one we could not follow */
+	struct ended *ended;        /* ends taken while our output waited, in
+	                               order; at most one per running job, and
+	                               one we could not follow */
 	size_t ended_count;
 	struct pollfd *fds;         /* the poll set, rebuilt each round */
 	struct capture **fd_capture;   /* fds[i]'s pipe, NULL for ours */
@@ -59,12 +65,9 @@ struct run {
 	size_t fds_size;
 };
 
-static double seconds_since(const struct timespec *t)
+static double seconds_between(const struct timespec *from, const struct timespec *to)
 {
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+	return (double)(to->tv_sec - from->tv_sec) + (double)(to->tv_nsec - from->tv_nsec) / 1e9;
 }
 
 static void draw_progress(const struct run *r)
@@ -251,7 +254,10 @@ static void finish(struct run *r, struct job *job, enum job_state state)
 	}
 }
 
-static void on_task_end(struct run *r, const struct errgroup_exit *exit)
+/* The job's runtime ends at, when its end was taken: not later, when its
+ * turn came after output that waited for its reader. */
+static void on_task_end(struct run *r, const struct errgroup_exit *exit,
+			const struct timespec *at)
 {
 	struct job *job;
 
@@ -259,7 +265,7 @@ static void on_task_end(struct run *r, const struct errgroup_exit *exit)
 		return;   /* a task we could not follow (see start_one) */
 	job = r->by_task[exit->task];
 	r->by_task[exit->task] = NULL;
-	job->runtime_s = seconds_since(&job->started);
+	job->runtime_s = seconds_between(&job->started, at);
 	forget_running(r, job);
 	capture_drain(&job->out, job, r->opts);
 	capture_drain(&job->err, job, r->opts);
@@ -300,15 +306,18 @@ static bool stops_the_group(const struct run *r, const struct errgroup_exit *exi
 static int reap_all(struct run *r)
 {
 	struct errgroup_exit exit;
+	struct timespec now;
 	int res;
 
 	do {
 		for (size_t i = 0; i < r->ended_count; i++)
-			on_task_end(r, &r->ended[i]);
+			on_task_end(r, &r->ended[i].exit, &r->ended[i].at);
 		r->ended_count = 0;
 		res = errgroup_reap(r->g, &exit);
-		if (res > 0)
-			on_task_end(r, &exit);
+		if (res > 0) {
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			on_task_end(r, &exit, &now);
+		}
 	} while (res > 0 || r->ended_count > 0);
 	return res;
 }
@@ -345,7 +354,8 @@ static void on_event_while_writing(void *arg)
 
 	on_signal(r);
 	while (r->ended_count < r->list->count + 1 && errgroup_reap(r->g, &exit) > 0) {
-		r->ended[r->ended_count++] = exit;
+		r->ended[r->ended_count].exit = exit;
+		clock_gettime(CLOCK_MONOTONIC, &r->ended[r->ended_count++].at);
 		if (!r->stopping && stops_the_group(r, &exit)) {
 			/* finish() names no decider after the stop. */
 			if (!r->outcome->decider)

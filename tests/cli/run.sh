@@ -652,6 +652,35 @@ EOF
 	[ "$(wc -l <"$D/log")" -eq 3 ] || fail "the job log holds '$(cat "$D/log")'"
 }
 
+# A job's runtime ends when it does, not when its output could be written:
+# job 2 ends while errgroup waits for a reader that reads nothing for 3 s.
+# (The one timed check here: job 2 runs for some milliseconds.)
+test_runtime_leaves_out_the_wait_for_the_reader() {
+	local pid watchdog reader runtime
+	mkfifo "$D/fifo"
+	sleep 1000 <"$D/fifo" &
+	reader=$!
+	cat >"$D/jobs" <<EOF
+echo \$\$ > $D/pid.1; head -c 200000 /dev/zero
+$AWAIT $D/pid.1; while kill -0 \$(cat $D/pid.1) 2>/dev/null; do sleep 0.01; done; echo \$\$ > $D/pid.2
+EOF
+	"$EG" -j2 --joblog "$D/log" -a "$D/jobs" >"$D/fifo" 2>"$D/err" &
+	pid=$!
+	watch "$pid"
+	"$AWAIT" "$D/pid.2" || fail "job 2 did not end"
+	sleep 3
+	cat "$D/fifo" >/dev/null &
+	wait "$pid"
+	rc=$?
+	wait "$watchdog"
+	kill "$reader" 2>/dev/null
+	wait "$reader" 2>/dev/null
+	expect_rc 0
+	runtime=$(awk -F'\t' '$1 == 2 { print $4 }' "$D/log")
+	awk -v t="$runtime" 'BEGIN { exit !(t != "" && t < 3) }' ||
+		fail "job 2 ran for '$runtime' s, the reader's pause included"
+}
+
 # Only a job that ended because of the cancel counts as stopped: job 1
 # ends well on its SIGTERM.
 test_job_that_ends_well_after_the_cancel_is_not_counted_stopped() {
