@@ -333,11 +333,6 @@ static void check_options(const struct options *opts)
 	if (opts->share_stdin && !opts->args && !opts->arg_file)
 		die_usage("--stdin: standard input already holds the jobs; "
 			  "give them with ::: or -a FILE");
-	/* Each job leads a process group of its own, in the background: one
-	 * that read the terminal would stop (SIGTTIN), and wait forever. */
-	if (opts->share_stdin && isatty(STDIN_FILENO))
-		die_usage("--stdin: standard input is a terminal, which jobs "
-			  "in their own process groups cannot read");
 }
 
 static void parse_options(struct options *opts, int argc, char **argv)

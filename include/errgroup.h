@@ -203,7 +203,10 @@ struct errgroup_cmd {
  * and an empty signal mask, holds no library fd but its lifeline (so it
  * dies with the calling process, unless it closes the fds it inherited),
  * and counts against the limit, the
- * timeout and cancellation.  Its exit status is its result: 0 is success,
+ * timeout and cancellation.  It has no controlling terminal, so the
+ * caller's terminal never stops it in the background (SIGTTIN, SIGTTOU):
+ * a program that prompts on /dev/tty fails instead, and a terminal among
+ * its fds is read and written as a file.  Its exit status is its result: 0 is success,
  * anything else an error with cause ERRGROUP_EXITED or ERRGROUP_SIGNALED.
  * It is started without copying the caller's memory (clone with CLONE_VM
  * and CLONE_VFORK, as posix_spawn does), so it costs the same in a host with

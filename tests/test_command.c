@@ -289,6 +289,45 @@ static void test_program_leads_its_own_process_group(void **state)
 	assert_int_equal(pid, pgid);
 }
 
+/* A program has no controlling terminal: in its background process group
+ * a prompt on /dev/tty (ssh, sudo) would stop it with SIGTTIN, and the
+ * group would wait for ever.  The host leads a session whose terminal is a
+ * new pty; the program must fail to open /dev/tty. */
+static void test_program_has_no_controlling_terminal(void **state)
+{
+	int status;
+	pid_t host;
+
+	(void)state;
+	host = fork();
+	assert_true(host >= 0);
+	if (host == 0) {
+		const char *const argv[] = { "sh", "-c", "exec 2>/dev/null 3</dev/tty", NULL };
+		struct errgroup_cmd cmd = { .argv = argv };
+		const struct errgroup_error *e;
+		int master;
+		errgroup *g;
+
+		master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+		if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)
+			_exit(77);   /* no ptys here */
+		/* The first terminal a session leader opens becomes its own. */
+		if (setsid() < 0 || open(ptsname(master), O_RDWR | O_CLOEXEC) < 0 ||
+		    open("/dev/tty", O_RDONLY | O_CLOEXEC) < 0)
+			_exit(2);
+		g = errgroup_new();
+		if (!g || errgroup_go_cmd(g, &cmd) < 0)
+			_exit(3);
+		e = errgroup_wait(g);
+		_exit(e && e->cause == ERRGROUP_EXITED && e->code != 0 ? 0 : 1);
+	}
+	assert_int_equal(waitpid(host, &status, 0), host);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 77)
+		skip();
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 /* The host ignores SIGTERM and blocks SIGINT: the program must see
  * neither.  grep reads its own /proc entry. */
 static void test_program_starts_with_default_signals_and_empty_mask(void **state)
@@ -512,6 +551,7 @@ int main(void)
 		census_test(test_environment_and_directory_are_the_given_ones),
 		census_test(test_stdio_may_swap_the_callers_fds),
 		census_test(test_program_leads_its_own_process_group),
+		census_test(test_program_has_no_controlling_terminal),
 		census_test(test_program_starts_with_default_signals_and_empty_mask),
 		census_test(test_program_holds_no_library_fd),
 		census_test(test_cancel_stops_a_program_and_its_children),

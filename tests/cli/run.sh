@@ -713,12 +713,25 @@ test_bar_draws_on_a_terminal() {
 
 # A job in its own, background process group that read the terminal would
 # stop for good (SIGTTIN): refused before any job starts.
-test_stdin_from_a_terminal_is_refused() {
+# Jobs have no controlling terminal.  In their background process groups
+# they were stopped for good by the terminal that controls errgroup: a
+# write under `stty tostop` (SIGTTOU), a prompt on /dev/tty (SIGTTIN), a
+# read of the terminal given with --stdin.  Now the write and the read
+# work, and the prompt fails at once.
+test_jobs_are_never_stopped_by_the_terminal() {
 	command -v script >/dev/null || return 0   # util-linux, for a pty
-	timeout -k 5 30 script -qec "$EG --stdin sh -c 'read x' ::: a" /dev/null >"$D/out" 2>"$D/err"
+	timeout -k 5 30 script -qec "stty tostop; $EG -u echo written ::: a" /dev/null >"$D/out" 2>&1
 	rc=$?
-	expect_rc 125
-	grep -qF 'standard input is a terminal' "$D/out" || fail "no refusal: '$(head -c 300 "$D/out")'"
+	expect_rc 0
+	grep -q 'written a' "$D/out" || fail "the write did not land: '$(head -c 300 "$D/out")'"
+	timeout -k 5 30 script -qec "$EG sh -c 'read x </dev/tty' ::: a" /dev/null >"$D/out" 2>&1
+	rc=$?
+	expect_rc 2
+	grep -q 'cannot open /dev/tty' "$D/out" || fail "no failed prompt: '$(head -c 300 "$D/out")'"
+	printf 'typed\n' | timeout -k 5 30 script -qec "$EG --stdin sh -c 'read x; echo got \$x' ::: a" /dev/null >"$D/out" 2>&1
+	rc=$?
+	expect_rc 0
+	grep -q 'got typed' "$D/out" || fail "the job did not read the terminal: '$(head -c 300 "$D/out")'"
 }
 
 test_bar_is_silent_off_a_terminal() {
