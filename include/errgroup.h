@@ -283,7 +283,8 @@ const struct errgroup_error *errgroup_error_at(const errgroup *g, size_t i);
 /*
  * errgroup_cancel - stop the group now: every running child's process group
  * gets SIGTERM (and SIGCONT, so that a stopped child sees it), then SIGKILL
- * after the grace period; errgroup_go, also blocked ones, returns
+ * after the grace period, and a child that has left its process group
+ * gets them too (each signal once); errgroup_go, also blocked ones, returns
  * -ECANCELED from now on.  Cancellation is final, also after wait.  A child
  * that then ends unsuccessfully is recorded with cause ERRGROUP_CANCELED;
  * one that had already exited, even if not yet reaped, is neither
@@ -293,7 +294,8 @@ void errgroup_cancel(errgroup *g);
 
 /*
  * errgroup_free - SIGKILL every child still running (its whole process
- * group), reap them, and release the group.  Never leaves a zombie.
+ * group, and the child itself if it left that group), reap them, and
+ * release the group.  Never leaves a zombie.
  * errgroup_free(NULL) does nothing.  No other call on g may run or follow.
  */
 void errgroup_free(errgroup *g);
