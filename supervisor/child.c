@@ -68,7 +68,21 @@ static _Noreturn void leave(int status)
  * parent's, is dropped.  The parent's own SIGRTMIN to its group cannot be
  * told from the gate: at worst it opens the gate early, and the real one
  * is dropped.
+ *
+ * Nor can a signal that lost its stamp.  A plain signal is never refused,
+ * but once the user's pending signals reach our RLIMIT_SIGPENDING (any
+ * process of the same user, a sibling task included, can queue that
+ * many), the kernel delivers a real-time one without its siginfo: we read
+ * si_code SI_USER and si_pid 0.  The parent's gate arrives so too, and
+ * dropping it would leave us waiting forever; so such a signal opens the
+ * gate, at worst early, as the parent's own SIGRTMIN to its group does.
  */
+CHILD_CODE
+static bool opens_gate(const siginfo_t *info, pid_t parent)
+{
+	return info->si_pid == parent || (info->si_pid == 0 && info->si_code == SI_USER);
+}
+
 CHILD_CODE
 static void wait_at_gate(int gate_signal, pid_t parent)
 {
@@ -79,7 +93,7 @@ static void wait_at_gate(int gate_signal, pid_t parent)
 
 	do
 		n = raw_syscall(SYS_rt_sigtimedwait, (long)&gate, (long)&info, 0, sizeof gate, 0, 0);
-	while (n == -EINTR || (n == gate_signal && info.si_pid != parent));
+	while (n == -EINTR || (n == gate_signal && !opens_gate(&info, parent)));
 	do
 		n = raw_syscall(SYS_rt_sigtimedwait, (long)&gate, 0, (long)&now, sizeof gate, 0, 0);
 	while (n == gate_signal || n == -EINTR);

@@ -1059,6 +1059,65 @@ static void test_stray_gate_signal_neither_opens_the_gate_nor_kills_the_task(voi
 	errgroup_free(g);
 }
 
+/*
+ * A host whose RLIMIT_SIGPENDING is 0, which its tasks inherit: as if the
+ * user's pending signals had reached the limit (a task that queues
+ * real-time signals can bring that about), but without depending on what
+ * other processes of the user have pending.  Reports its task's result
+ * through its exit status: 0 when the task ran and returned 7.
+ */
+static _Noreturn void host_without_room_for_pending_signals(int report_fd)
+{
+	const struct errgroup_error *e;
+	struct rlimit limit;
+	errgroup *g;
+	char status = 2;
+
+	if (getrlimit(RLIMIT_SIGPENDING, &limit) == 0) {
+		limit.rlim_cur = 0;
+		status = setrlimit(RLIMIT_SIGPENDING, &limit) == 0 ? 0 : 3;
+	}
+	g = errgroup_new();
+	if (status == 0 && (!g || errgroup_go(g, return_arg, (void *)7) != 0))
+		status = 4;
+	if (status == 0) {
+		e = errgroup_wait(g);
+		status = e && e->cause == ERRGROUP_RETURNED && e->code == 7 ? 0 : 5;
+	}
+	errgroup_free(g);
+	_exit(write(report_fd, &status, 1) == 1 ? status : 6);
+}
+
+/* Past the limit the kernel still delivers the parent's gate signal, but
+ * without the sender's pid in its siginfo: the gate must open all the
+ * same, or the task waits at it forever. */
+static void test_gate_opens_past_the_users_pending_signal_limit(void **state)
+{
+	struct pollfd p = { .events = POLLIN };
+	int fds[2], r, status;
+	pid_t host;
+
+	(void)state;
+	assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+	fflush(NULL);   /* the host must not write the test's buffered output */
+	host = fork();
+	assert_true(host >= 0);
+	if (host == 0)
+		host_without_room_for_pending_signals(fds[1]);
+	close(fds[1]);
+	p.fd = fds[0];
+	do
+		r = poll(&p, 1, WAIT_LIMIT_MS);
+	while (r < 0 && errno == EINTR);
+	if (r != 1)
+		kill(host, SIGKILL);   /* its task dies with it (the lifeline) */
+	assert_int_equal(waitpid(host, &status, 0), host);
+	close(fds[0]);
+	assert_int_equal(r, 1);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void test_host_signal_state_is_reset_in_the_task(void **state)
 {
 	struct sigaction ignore, handler, old_term, old_usr1;
@@ -1529,6 +1588,7 @@ int main(void)
 		census_test(test_host_thread_reaping_any_child_still_gets_each_task_result),
 		census_test(test_host_signal_state_is_reset_in_the_task),
 		census_test(test_stray_gate_signal_neither_opens_the_gate_nor_kills_the_task),
+		census_test(test_gate_opens_past_the_users_pending_signal_limit),
 		census_test(test_stat_parser_finds_the_signal_fields_after_the_name),
 		census_test(test_host_signal_state_is_reset_whatever_the_host_is_called),
 		census_test(test_host_nocldwait_flag_does_not_reach_the_task),
