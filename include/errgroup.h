@@ -307,7 +307,8 @@ void errgroup_free(errgroup *g);
  * The message is sent at once, so it survives a later crash; the last one
  * sent wins.  A message of up to ERRGROUP_MESSAGE_MAX bytes arrives intact;
  * a longer one is cut there and ends with "[... message truncated: N bytes]".
- * Outside a task it only returns code.
+ * Outside a task, a child that a task forks included, it only returns
+ * code.
  */
 #define ERRGROUP_MESSAGE_MAX 65536
 int errgroup_errorf(int code, const char *fmt, ...) ERRGROUP_PRINTF(2, 3);

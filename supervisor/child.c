@@ -30,13 +30,29 @@
 
 /* In a task: the two library fds it keeps, for errgroup_errorf (from any
  * of the task's threads) and for the task's own registry (fdreg.c), so
- * that its own children close them.  -1 elsewhere.  Written once, in the
- * child, before the task runs. */
+ * that its own children close them.  -1 elsewhere.  Written in the child
+ * before the task runs, and cleared in every child the task forks. */
 static struct task_fds task_fds = { -1, -1 };
 
 struct task_fds task_kept_fds(void)
 {
 	return task_fds;
+}
+
+/*
+ * In the child of any fork (fdreg.c): a task's child is no task, and the
+ * fork closes the two fds there.  Kept, their numbers would name whatever
+ * the child opens next: errgroup_errorf would send a frame into it, and
+ * the child's own registry would list it, so that its children closed
+ * it.  The library's own fork sets them again in child_run.  Tested
+ * first: a host that is no task writes nothing here, since each write
+ * would be a page fault per task (parentmem.c).
+ */
+CHILD_CODE
+void task_fds_forget(void)
+{
+	if (task_fds.channel >= 0 || task_fds.lifeline >= 0)
+		task_fds = (struct task_fds){ -1, -1 };
 }
 
 static int send_all(int fd, const void *buf, size_t len)

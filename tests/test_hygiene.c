@@ -19,6 +19,7 @@
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -529,6 +530,100 @@ static void test_task_of_a_task_holds_no_fd_of_the_outer_group(void **state)
 	e = errgroup_wait(g);
 	if (e)
 		print_error("task %d: %s\n", e->task, e->message);
+	assert_null(e);
+	errgroup_free(g);
+}
+
+/*
+ * A child that a task forks itself is no task: the fork closed the task's
+ * channel and lifeline there, and their numbers are the child's to reuse.
+ * The child opens socket pairs until it holds both numbers; then
+ * errgroup_errorf must send nothing into its sockets, and its own fork
+ * must leave them all open in the grandchild (the child's registry must
+ * not list them).  Exit status: 0, or a bit for each check that failed.
+ */
+#define REUSE_PAIRS 32
+enum reuse_failure {
+	REUSE_LEFT_OPEN = 1,        /* the fork left the task's fds open */
+	REUSE_SETUP = 2,
+	REUSE_FRAME_SENT = 4,       /* errgroup_errorf sent into our socket */
+	REUSE_CLOSED_BELOW = 8,     /* the grandchild lost some of our fds */
+};
+
+static int reuse_the_task_fd_numbers(struct task_fds kept)
+{
+	bool channel_taken = false, lifeline_taken = false;
+	int pairs[REUSE_PAIRS][2], n = 0, failed = 0, status;
+	char frame[64];
+	pid_t pid;
+
+	if (fcntl(kept.channel, F_GETFD) >= 0 || fcntl(kept.lifeline, F_GETFD) >= 0)
+		return REUSE_LEFT_OPEN;
+	while (!channel_taken || !lifeline_taken) {
+		if (n == REUSE_PAIRS ||
+		    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pairs[n]) < 0)
+			return REUSE_SETUP;
+		for (int k = 0; k < 2; k++) {
+			channel_taken |= pairs[n][k] == kept.channel;
+			lifeline_taken |= pairs[n][k] == kept.lifeline;
+		}
+		n++;
+	}
+	errgroup_errorf(1, "sent by a child of a task");
+	for (int i = 0; i < n; i++)
+		for (int k = 0; k < 2; k++)
+			if (recv(pairs[i][k], frame, sizeof frame, MSG_DONTWAIT) >= 0)
+				failed |= REUSE_FRAME_SENT;
+	pid = fork();
+	if (pid == 0) {
+		for (int i = 0; i < n; i++)
+			for (int k = 0; k < 2; k++)
+				if (fcntl(pairs[i][k], F_GETFD) < 0)
+					_exit(REUSE_CLOSED_BELOW);
+		_exit(0);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return failed | REUSE_SETUP;
+	return failed | WEXITSTATUS(status);
+}
+
+static int fork_a_child_that_reuses_the_task_fd_numbers(void *arg)
+{
+	struct task_fds kept = task_kept_fds();
+	int status;
+	pid_t pid;
+
+	(void)arg;
+	if (kept.channel < 0 || kept.lifeline < 0)
+		return errgroup_errorf(100, "the task keeps no fds");
+	pid = fork();
+	if (pid == 0)
+		_exit(reuse_the_task_fd_numbers(kept));
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return errgroup_errorf(101, "the task's child was lost");
+	status = WEXITSTATUS(status);
+	if (status == 0)
+		return 0;
+	return errgroup_errorf(status, "in the task's child:%s%s%s%s",
+			       status & REUSE_LEFT_OPEN ? " the task's fds were left open;" : "",
+			       status & REUSE_SETUP ? " setup failed;" : "",
+			       status & REUSE_FRAME_SENT ?
+			       " errgroup_errorf sent into the child's own socket;" : "",
+			       status & REUSE_CLOSED_BELOW ?
+			       " its fork closed fds that took the task's numbers;" : "");
+}
+
+static void test_child_of_a_task_is_no_task_once_it_reuses_the_task_fd_numbers(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	assert_int_equal(errgroup_go(g, fork_a_child_that_reuses_the_task_fd_numbers, NULL), 0);
+	e = errgroup_wait(g);
+	if (e)
+		print_error("%s\n", e->message);
 	assert_null(e);
 	errgroup_free(g);
 }
@@ -1580,6 +1675,7 @@ int main(void)
 		census_test(test_task_sees_no_library_fd_above_a_lowered_fd_limit),
 		census_test(test_task_of_a_task_holds_no_fd_of_the_outer_group),
 		census_test(test_child_the_host_forks_holds_no_library_fd),
+		census_test(test_child_of_a_task_is_no_task_once_it_reuses_the_task_fd_numbers),
 		census_test(test_inherited_group_refuses_to_act_in_a_task),
 		census_test(test_inherited_group_refuses_even_if_its_lock_was_held_at_fork),
 		census_test(test_host_sigchld_handler_and_own_child_keep_working),
