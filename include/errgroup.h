@@ -158,7 +158,8 @@ int errgroup_set_timeout_ms(errgroup *g, unsigned ms);
  * errgroup_set_deadline - the whole group must be done by abs_monotonic, a
  * CLOCK_MONOTONIC time: at the deadline every running child is stopped as
  * by a timeout (cause ERRGROUP_TIMEOUT), and from then on errgroup_go
- * returns -ETIMEDOUT, also after wait: an expired deadline is final.  NULL
+ * returns -ETIMEDOUT, also after wait: an expired deadline is final.  One
+ * past 2^64 nanoseconds (some 584 years of uptime) is never reached.  NULL
  * removes a deadline that has not expired yet.  Returns 0; -EINVAL for a
  * negative tv_sec or a tv_nsec out of range; -EAGAIN when children already
  * run and the supervisor thread cannot be started; -ECHILD.
