@@ -120,7 +120,10 @@ errgroup *errgroup_new(void);
 /*
  * errgroup_set_limit - at most n children of this group run at once (n > 0),
  * or no limit (n < 0, the default).  Returns 0; -EINVAL for n == 0; -EBUSY
- * while children of the group run (as Go's SetLimit panics).
+ * while children of the group run (as Go's SetLimit panics).  A child that
+ * has exited is reaped first, so it no longer counts; in a group with a
+ * supervisor thread (see below) that thread reaps it, a moment after its
+ * exit.
  */
 int errgroup_set_limit(errgroup *g, int n);
 
