@@ -120,7 +120,10 @@ errgroup *errgroup_new(void);
 /*
  * errgroup_set_limit - at most n children of this group run at once (n > 0),
  * or no limit (n < 0, the default).  Returns 0; -EINVAL for n == 0; -EBUSY
- * while children of the group run (as Go's SetLimit panics).
+ * while children of the group run (as Go's SetLimit panics).  A child that
+ * has exited is reaped first, so it no longer counts; in a group with a
+ * supervisor thread (see below) that thread reaps it, a moment after its
+ * exit.
  */
 int errgroup_set_limit(errgroup *g, int n);
 
@@ -158,7 +161,8 @@ int errgroup_set_timeout_ms(errgroup *g, unsigned ms);
  * errgroup_set_deadline - the whole group must be done by abs_monotonic, a
  * CLOCK_MONOTONIC time: at the deadline every running child is stopped as
  * by a timeout (cause ERRGROUP_TIMEOUT), and from then on errgroup_go
- * returns -ETIMEDOUT, also after wait: an expired deadline is final.  NULL
+ * returns -ETIMEDOUT, also after wait: an expired deadline is final.  One
+ * past 2^64 nanoseconds (some 584 years of uptime) is never reached.  NULL
  * removes a deadline that has not expired yet.  Returns 0; -EINVAL for a
  * negative tv_sec or a tv_nsec out of range; -EAGAIN when children already
  * run and the supervisor thread cannot be started; -ECHILD.
@@ -286,7 +290,8 @@ const struct errgroup_error *errgroup_error_at(const errgroup *g, size_t i);
 /*
  * errgroup_cancel - stop the group now: every running child's process group
  * gets SIGTERM (and SIGCONT, so that a stopped child sees it), then SIGKILL
- * after the grace period; errgroup_go, also blocked ones, returns
+ * after the grace period, and a child that has left its process group
+ * gets them too (each signal once); errgroup_go, also blocked ones, returns
  * -ECANCELED from now on.  Cancellation is final, also after wait.  A child
  * that then ends unsuccessfully is recorded with cause ERRGROUP_CANCELED;
  * one that had already exited, even if not yet reaped, is neither
@@ -296,7 +301,8 @@ void errgroup_cancel(errgroup *g);
 
 /*
  * errgroup_free - SIGKILL every child still running (its whole process
- * group), reap them, and release the group.  Never leaves a zombie.
+ * group, and the child itself if it left that group), reap them, and
+ * release the group.  Never leaves a zombie.
  * errgroup_free(NULL) does nothing.  No other call on g may run or follow.
  */
 void errgroup_free(errgroup *g);
@@ -308,7 +314,8 @@ void errgroup_free(errgroup *g);
  * The message is sent at once, so it survives a later crash; the last one
  * sent wins.  A message of up to ERRGROUP_MESSAGE_MAX bytes arrives intact;
  * a longer one is cut there and ends with "[... message truncated: N bytes]".
- * Outside a task it only returns code.
+ * Outside a task, a child that a task forks included, it only returns
+ * code.
  */
 #define ERRGROUP_MESSAGE_MAX 65536
 int errgroup_errorf(int code, const char *fmt, ...) ERRGROUP_PRINTF(2, 3);

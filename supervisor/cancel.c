@@ -15,25 +15,46 @@
 #include <string.h>
 #include <sys/pidfd.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "internal.h"
 
+/*
+ * Sends sig to t's process group, and to t itself where the group may not
+ * hold it: a task may leave the group it leads (setpgid to another group
+ * of its session) while its children stay, and then the group is reached
+ * but never the task, which nothing would stop, and errgroup_free would
+ * wait for forever.  SIGKILL goes to t as well in any case: a second one
+ * changes nothing.  Any other signal only if t has left its group, since
+ * a task that counts its SIGTERMs (a second one meaning "quit hard now")
+ * must get one.  getpgid asks by pid, which stays t's while t is
+ * unreaped; its only failure, ESRCH, means that someone else reaped t,
+ * and then there is nothing more to signal.  Lock held.
+ */
 void task_signal(struct task *t, int sig)
 {
+	bool reached;
+	pid_t group;
 	int r;
 
 	if (t->pidfd >= 0) {
 		r = pidfd_signal_group(t->pidfd, sig);
-		if (r == 0)
-			return;
 		/* Before 6.9 the group needs kill(); on ESRCH the child has
 		 * not yet made its group, and so has no descendants yet. */
-		if (r == -EINVAL && kill(-t->pid, sig) == 0)
-			return;
-		pidfd_send_signal(t->pidfd, sig, NULL, 0);
-		return;
+		if (r == -EINVAL)
+			r = kill(-t->pid, sig);
+		reached = r == 0;
+	} else {
+		reached = kill(-t->pid, sig) == 0;
 	}
-	if (kill(-t->pid, sig) < 0)
+	if (reached && sig != SIGKILL) {
+		group = getpgid(t->pid);
+		if (group < 0 || group == t->pid)
+			return;
+	}
+	if (t->pidfd >= 0)
+		pidfd_send_signal(t->pidfd, sig, NULL, 0);
+	else
 		kill(t->pid, sig);
 }
 

@@ -30,13 +30,29 @@
 
 /* In a task: the two library fds it keeps, for errgroup_errorf (from any
  * of the task's threads) and for the task's own registry (fdreg.c), so
- * that its own children close them.  -1 elsewhere.  Written once, in the
- * child, before the task runs. */
+ * that its own children close them.  -1 elsewhere.  Written in the child
+ * before the task runs, and cleared in every child the task forks. */
 static struct task_fds task_fds = { -1, -1 };
 
 struct task_fds task_kept_fds(void)
 {
 	return task_fds;
+}
+
+/*
+ * In the child of any fork (fdreg.c): a task's child is no task, and the
+ * fork closes the two fds there.  Kept, their numbers would name whatever
+ * the child opens next: errgroup_errorf would send a frame into it, and
+ * the child's own registry would list it, so that its children closed
+ * it.  The library's own fork sets them again in child_run.  Tested
+ * first: a host that is no task writes nothing here, since each write
+ * would be a page fault per task (parentmem.c).
+ */
+CHILD_CODE
+void task_fds_forget(void)
+{
+	if (task_fds.channel >= 0 || task_fds.lifeline >= 0)
+		task_fds = (struct task_fds){ -1, -1 };
 }
 
 static int send_all(int fd, const void *buf, size_t len)
@@ -68,7 +84,21 @@ static _Noreturn void leave(int status)
  * parent's, is dropped.  The parent's own SIGRTMIN to its group cannot be
  * told from the gate: at worst it opens the gate early, and the real one
  * is dropped.
+ *
+ * Nor can a signal that lost its stamp.  A plain signal is never refused,
+ * but once the user's pending signals reach our RLIMIT_SIGPENDING (any
+ * process of the same user, a sibling task included, can queue that
+ * many), the kernel delivers a real-time one without its siginfo: we read
+ * si_code SI_USER and si_pid 0.  The parent's gate arrives so too, and
+ * dropping it would leave us waiting forever; so such a signal opens the
+ * gate, at worst early, as the parent's own SIGRTMIN to its group does.
  */
+CHILD_CODE
+static bool opens_gate(const siginfo_t *info, pid_t parent)
+{
+	return info->si_pid == parent || (info->si_pid == 0 && info->si_code == SI_USER);
+}
+
 CHILD_CODE
 static void wait_at_gate(int gate_signal, pid_t parent)
 {
@@ -79,7 +109,7 @@ static void wait_at_gate(int gate_signal, pid_t parent)
 
 	do
 		n = raw_syscall(SYS_rt_sigtimedwait, (long)&gate, (long)&info, 0, sizeof gate, 0, 0);
-	while (n == -EINTR || (n == gate_signal && info.si_pid != parent));
+	while (n == -EINTR || (n == gate_signal && !opens_gate(&info, parent)));
 	do
 		n = raw_syscall(SYS_rt_sigtimedwait, (long)&gate, 0, (long)&now, sizeof gate, 0, 0);
 	while (n == gate_signal || n == -EINTR);

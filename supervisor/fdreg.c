@@ -258,14 +258,16 @@ void fdreg_close_snapshot(const struct fdreg_snapshot *s, int keep_a, int keep_b
 /*
  * In the child of any fork.  The library's own fork closes its fds in
  * child_run(), which knows which two to keep; any other closes them all
- * here.  The registry the child inherited is zeroes, so the lock needs no
- * release; where the kernel does not wipe (parentmem.c), the child's copy
- * is cleared by hand, lock and all.
+ * here.  Either way the child is not the task it was forked from, if any
+ * (child.c, task_fds_forget).  The registry the child inherited is
+ * zeroes, so the lock needs no release; where the kernel does not wipe
+ * (parentmem.c), the child's copy is cleared by hand, lock and all.
  */
 static void child(void)
 {
 	struct registry *r;
 
+	task_fds_forget();
 	if (inherited_valid) {
 		fdreg_close_snapshot(&inherited, -1, -1);
 		/* Or a fork of the library's own in this child would find

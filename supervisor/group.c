@@ -162,20 +162,27 @@ EXPORT errgroup *errgroup_new(void)
 	return g;
 }
 
+/* A child that has exited no longer runs, but a plain group reaps only
+ * inside its calls: what is ready is reaped first, as try_go does (a
+ * group with a supervisor thread has it reaped there).  Reaping closes
+ * fds, hence cancellation off. */
 EXPORT int errgroup_set_limit(errgroup *g, int n)
 {
-	int r = 0;
+	int r = 0, cancellation;
 
 	if (n == 0)
 		return -EINVAL;
 	if (group_is_foreign(g))
 		return -ECHILD;
+	cancellation = cancellation_off();
 	pthread_mutex_lock(&g->lock);
+	poll_ready(g);
 	if (g->running + g->starting > 0)
 		r = -EBUSY;
 	else
 		g->limit = n < 0 ? -1 : n;
 	pthread_mutex_unlock(&g->lock);
+	cancellation_restore(cancellation);
 	return r;
 }
 

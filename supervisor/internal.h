@@ -211,6 +211,8 @@ struct task_fds {
 	int lifeline;               /* the read end of its lifeline */
 };
 struct task_fds task_kept_fds(void);
+/* In the child of any fork: it keeps no task's fds (fdreg.c closed them). */
+void task_fds_forget(void);
 
 /* flush.c: stdio output that would otherwise be lost or written twice. */
 void flush_pending_output(void);

@@ -162,13 +162,14 @@ static int watch(errgroup *g, struct task *t)
  * the channel attributes frames by sender pid, and a poller in another
  * thread would drop a frame (the task's RETURNED code, its message) that
  * arrived before.  A signal, not a write to the lifeline: a write would
- * fire the lifeline.  Plain, not queued with a value: the kernel always
- * finds room for a plain one, where a queued one fails once the user's
- * pending signals reach RLIMIT_SIGPENDING, which a task can bring about,
- * and the child would wait forever.  The kernel stamps it with our pid,
- * by which the child tells it from a stray (child.c).  The child is ours
- * and unreaped, so its pid is safe to use without a pidfd.  If it already
- * died, reaping will tell.  Lock held.
+ * fire the lifeline.  Plain, not queued with a value: the kernel never
+ * refuses a plain one, where a queued one fails once the user's pending
+ * signals reach RLIMIT_SIGPENDING, which a task can bring about, and the
+ * child would wait forever.  The kernel stamps it with our pid, by which
+ * the child tells it from a stray (child.c); past that limit it delivers
+ * it unstamped, which the child takes for the gate as well.  The child is
+ * ours and unreaped, so its pid is safe to use without a pidfd.  If it
+ * already died, reaping will tell.  Lock held.
  */
 static void open_gate(struct task *t)
 {

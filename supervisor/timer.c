@@ -111,6 +111,19 @@ EXPORT int errgroup_set_timeout_ms(errgroup *g, unsigned ms)
 	return 0;
 }
 
+/* A valid time in nanoseconds.  tv_sec may be up to LONG_MAX, whose
+ * nanoseconds no uint64_t holds: wrapped, a deadline some 584 years away
+ * would come out in the past and expire the group at once, so one past
+ * UINT64_MAX ns is UINT64_MAX, which the clock never reaches. */
+static uint64_t timespec_ns(const struct timespec *ts)
+{
+	uint64_t nsec = (uint64_t)ts->tv_nsec;
+
+	if ((uint64_t)ts->tv_sec > (UINT64_MAX - nsec) / 1000000000u)
+		return UINT64_MAX;
+	return (uint64_t)ts->tv_sec * 1000000000u + nsec;
+}
+
 EXPORT int errgroup_set_deadline(errgroup *g, const struct timespec *abs_monotonic)
 {
 	uint64_t at = 0;
@@ -120,7 +133,7 @@ EXPORT int errgroup_set_deadline(errgroup *g, const struct timespec *abs_monoton
 		if (abs_monotonic->tv_nsec < 0 || abs_monotonic->tv_nsec >= 1000000000 ||
 		    abs_monotonic->tv_sec < 0)
 			return -EINVAL;
-		at = (uint64_t)abs_monotonic->tv_sec * 1000000000u + (uint64_t)abs_monotonic->tv_nsec;
+		at = timespec_ns(abs_monotonic);
 		if (at == 0)
 			at = 1;   /* 0 means none */
 	}

@@ -378,6 +378,67 @@ static int fail_with_3_on_sigterm(void *arg)
 	_exit(3);
 }
 
+/*
+ * Forks a child that stays in the task's process group, then leaves that
+ * group for the test's own (of the same session), tells its pid (0 if it
+ * could not), and blocks: signals sent to the task's group reach the
+ * child only.
+ */
+static int leave_own_group_and_block(void *arg)
+{
+	pid_t pid;
+
+	(void)arg;
+	pid = fork();
+	if (pid == 0) {
+		for (;;)
+			pause();
+	}
+	if (pid < 0 || setpgid(0, getpgid(getppid())) < 0) {
+		tell_word(0);
+		return 99;
+	}
+	tell_word(getpid());
+	for (;;)
+		pause();
+	return 0;   /* not reached */
+}
+
+/*
+ * Counts the SIGTERMs it gets until the test's SIGUSR1, and tells their
+ * number.  Two SIGTERMs sent while the first is still pending merge into
+ * one, so a second would go unseen unless the task takes each as soon as
+ * it comes: it runs SCHED_FIFO on the test's only CPU, so that a signal
+ * that wakes it has it run, take the signal and wait again before the
+ * sender returns from its system call.  Tells its pid, then 1 if it got
+ * SCHED_FIFO, else 0.
+ */
+static int count_sigterms_until_sigusr1(void *arg)
+{
+	struct sched_param fifo = { .sched_priority = 1 };
+	struct timespec now = { 0, 0 };
+	sigset_t wanted, term;
+	int sigterms = 0, sig;
+
+	(void)arg;
+	sigemptyset(&wanted);
+	sigaddset(&wanted, SIGTERM);
+	sigaddset(&wanted, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &wanted, NULL);
+	tell_word(getpid());
+	tell_word(sched_setscheduler(0, SCHED_FIFO, &fifo) == 0);
+	while ((sig = sigwaitinfo(&wanted, NULL)) != SIGUSR1)
+		if (sig == SIGTERM)
+			sigterms++;
+	/* SIGUSR1 comes first of two pending: one may wait behind it. */
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	if (sigtimedwait(&term, NULL, &now) == SIGTERM)
+		sigterms++;
+	tell_word(sigterms);
+	return 0;
+}
+
 /* ---- tests ---- */
 
 static void test_cancel_on_error_stops_blocked_siblings_after_the_genuine_failure(void **state)
@@ -989,6 +1050,121 @@ static void test_task_that_failed_before_the_cancel_keeps_its_own_error(void **s
 	errgroup_free(g);
 }
 
+static void *free_group(void *g)
+{
+	errgroup_free(g);
+	return NULL;
+}
+
+/*
+ * A task that left its process group, where its child stayed, is no
+ * longer reached by a signal to that group: errgroup_free must still kill
+ * and reap it.  free runs in a thread, so that a task it never killed
+ * fails the test instead of hanging it.
+ */
+static void test_free_kills_a_task_that_left_its_process_group(void **state)
+{
+	errgroup *g = errgroup_new();
+	pthread_t freeing;
+	pid_t task;
+	bool died;
+	int pidfd;
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(errgroup_go(g, leave_own_group_and_block, NULL), 0);
+	task = await_word();
+	assert_true(task > 0);
+	pidfd = pidfd_open_if_any(task);
+
+	assert_int_equal(pthread_create(&freeing, NULL, free_group, g), 0);
+	died = await_exit(task, pidfd);
+	if (!died)
+		kill(task, SIGKILL);   /* so that free returns */
+	assert_int_equal(pthread_join(freeing, NULL), 0);
+	if (pidfd >= 0)
+		close(pidfd);
+	assert_true(died);
+	assert_true(no_children_left());
+	ready_pipe_close();
+}
+
+/* Likewise for a cancel: the task gets the SIGTERM itself.  The grace is
+ * an hour, so only that SIGTERM can end it in time. */
+static void test_cancel_stops_a_task_that_left_its_process_group(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+	pid_t task;
+	bool died;
+	int pidfd;
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(errgroup_set_grace_ms(g, 3600000), 0);
+	assert_int_equal(errgroup_go(g, leave_own_group_and_block, NULL), 0);
+	task = await_word();
+	assert_true(task > 0);
+	pidfd = pidfd_open_if_any(task);
+
+	errgroup_cancel(g);
+	died = await_exit(task, pidfd);
+	if (!died)
+		kill(task, SIGKILL);   /* so that wait and free return */
+	if (pidfd >= 0)
+		close(pidfd);
+	e = errgroup_wait(g);
+	assert_true(died);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_CANCELED);
+	assert_int_equal(e->code, SIGTERM);
+	errgroup_free(g);
+	ready_pipe_close();
+}
+
+/*
+ * A task still in its own process group gets one SIGTERM from a cancel,
+ * not one through its group and a second one to itself: a program may
+ * read a second SIGTERM as "quit now, without cleaning up".  The test and
+ * its task share one CPU, where the task runs SCHED_FIFO (see
+ * count_sigterms_until_sigusr1), so that a second SIGTERM would be
+ * counted, not merged with the first.
+ */
+static void test_cancel_sends_a_task_in_its_group_one_sigterm(void **state)
+{
+	errgroup *g = errgroup_new();
+	cpu_set_t saved, one;
+	bool fifo;
+	pid_t task;
+	int sigterms;
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(sched_getaffinity(0, sizeof saved, &saved), 0);
+	CPU_ZERO(&one);
+	CPU_SET(sched_getcpu(), &one);
+	assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+	assert_int_equal(errgroup_set_grace_ms(g, 3600000), 0);
+	assert_int_equal(errgroup_go(g, count_sigterms_until_sigusr1, NULL), 0);
+	task = await_word();
+	fifo = await_word();
+
+	errgroup_cancel(g);
+	/* The task is unreaped until it leaves, which it does only now. */
+	assert_int_equal(kill(task, SIGUSR1), 0);
+	sigterms = await_word();
+	assert_null(errgroup_wait(g));
+	errgroup_free(g);
+	assert_int_equal(sched_setaffinity(0, sizeof saved, &saved), 0);
+	if (!fifo)
+		print_message("SCHED_FIFO refused: a second SIGTERM could have merged unseen\n");
+	assert_int_equal(sigterms, 1);
+	ready_pipe_close();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1010,6 +1186,9 @@ int main(void)
 		census_test(test_child_failing_on_its_own_after_the_signal_is_canceled_with_its_code),
 		census_test(test_task_that_failed_before_the_cancel_keeps_its_own_error),
 		census_test(test_leftovers_of_a_task_that_succeeded_die_of_sigkill_at_its_reap),
+		census_test(test_free_kills_a_task_that_left_its_process_group),
+		census_test(test_cancel_stops_a_task_that_left_its_process_group),
+		census_test(test_cancel_sends_a_task_in_its_group_one_sigterm),
 	};
 
 	census_begin();

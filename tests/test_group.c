@@ -122,6 +122,30 @@ static void test_set_limit_zero_is_einval(void **state)
 	errgroup_free(g);
 }
 
+/* A task that has exited no longer runs, though nobody has reaped it yet
+ * (a plain group reaps only inside its calls): the limit may be set, and
+ * the task's result is kept. */
+static void test_set_limit_after_the_task_exited_unreaped_succeeds(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+	siginfo_t si;
+	(void)state;
+
+	assert_int_equal(errgroup_go(g, fail_with, (void *)5), 0);
+	/* Until it has exited; WNOWAIT leaves it to the group. */
+	memset(&si, 0, sizeof si);
+	assert_int_equal(waitid(P_ALL, 0, &si, WEXITED | WNOWAIT), 0);
+
+	assert_int_equal(errgroup_set_limit(g, 2), 0);
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_RETURNED);
+	assert_int_equal(e->code, 5);
+	assert_int_equal(errgroup_error_count(g), 1);
+	errgroup_free(g);
+}
+
 struct limit_counter {
 	atomic_int active;
 	atomic_int max_active;
@@ -670,6 +694,7 @@ int main(void)
 		census_test(test_go_returns_indices_in_order_of_acceptance),
 		census_test(test_try_go_at_the_limit),
 		census_test(test_set_limit_zero_is_einval),
+		census_test(test_set_limit_after_the_task_exited_unreaped_succeeds),
 		census_test(test_limit_is_never_exceeded),
 		census_test(test_try_go_without_limit_reports_the_failure),
 		census_test(test_returned_code_keeps_all_its_bits),

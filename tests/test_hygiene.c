@@ -19,6 +19,7 @@
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -529,6 +530,100 @@ static void test_task_of_a_task_holds_no_fd_of_the_outer_group(void **state)
 	e = errgroup_wait(g);
 	if (e)
 		print_error("task %d: %s\n", e->task, e->message);
+	assert_null(e);
+	errgroup_free(g);
+}
+
+/*
+ * A child that a task forks itself is no task: the fork closed the task's
+ * channel and lifeline there, and their numbers are the child's to reuse.
+ * The child opens socket pairs until it holds both numbers; then
+ * errgroup_errorf must send nothing into its sockets, and its own fork
+ * must leave them all open in the grandchild (the child's registry must
+ * not list them).  Exit status: 0, or a bit for each check that failed.
+ */
+#define REUSE_PAIRS 32
+enum reuse_failure {
+	REUSE_LEFT_OPEN = 1,        /* the fork left the task's fds open */
+	REUSE_SETUP = 2,
+	REUSE_FRAME_SENT = 4,       /* errgroup_errorf sent into our socket */
+	REUSE_CLOSED_BELOW = 8,     /* the grandchild lost some of our fds */
+};
+
+static int reuse_the_task_fd_numbers(struct task_fds kept)
+{
+	bool channel_taken = false, lifeline_taken = false;
+	int pairs[REUSE_PAIRS][2], n = 0, failed = 0, status;
+	char frame[64];
+	pid_t pid;
+
+	if (fcntl(kept.channel, F_GETFD) >= 0 || fcntl(kept.lifeline, F_GETFD) >= 0)
+		return REUSE_LEFT_OPEN;
+	while (!channel_taken || !lifeline_taken) {
+		if (n == REUSE_PAIRS ||
+		    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pairs[n]) < 0)
+			return REUSE_SETUP;
+		for (int k = 0; k < 2; k++) {
+			channel_taken |= pairs[n][k] == kept.channel;
+			lifeline_taken |= pairs[n][k] == kept.lifeline;
+		}
+		n++;
+	}
+	errgroup_errorf(1, "sent by a child of a task");
+	for (int i = 0; i < n; i++)
+		for (int k = 0; k < 2; k++)
+			if (recv(pairs[i][k], frame, sizeof frame, MSG_DONTWAIT) >= 0)
+				failed |= REUSE_FRAME_SENT;
+	pid = fork();
+	if (pid == 0) {
+		for (int i = 0; i < n; i++)
+			for (int k = 0; k < 2; k++)
+				if (fcntl(pairs[i][k], F_GETFD) < 0)
+					_exit(REUSE_CLOSED_BELOW);
+		_exit(0);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return failed | REUSE_SETUP;
+	return failed | WEXITSTATUS(status);
+}
+
+static int fork_a_child_that_reuses_the_task_fd_numbers(void *arg)
+{
+	struct task_fds kept = task_kept_fds();
+	int status;
+	pid_t pid;
+
+	(void)arg;
+	if (kept.channel < 0 || kept.lifeline < 0)
+		return errgroup_errorf(100, "the task keeps no fds");
+	pid = fork();
+	if (pid == 0)
+		_exit(reuse_the_task_fd_numbers(kept));
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return errgroup_errorf(101, "the task's child was lost");
+	status = WEXITSTATUS(status);
+	if (status == 0)
+		return 0;
+	return errgroup_errorf(status, "in the task's child:%s%s%s%s",
+			       status & REUSE_LEFT_OPEN ? " the task's fds were left open;" : "",
+			       status & REUSE_SETUP ? " setup failed;" : "",
+			       status & REUSE_FRAME_SENT ?
+			       " errgroup_errorf sent into the child's own socket;" : "",
+			       status & REUSE_CLOSED_BELOW ?
+			       " its fork closed fds that took the task's numbers;" : "");
+}
+
+static void test_child_of_a_task_is_no_task_once_it_reuses_the_task_fd_numbers(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	assert_int_equal(errgroup_go(g, fork_a_child_that_reuses_the_task_fd_numbers, NULL), 0);
+	e = errgroup_wait(g);
+	if (e)
+		print_error("%s\n", e->message);
 	assert_null(e);
 	errgroup_free(g);
 }
@@ -1059,6 +1154,65 @@ static void test_stray_gate_signal_neither_opens_the_gate_nor_kills_the_task(voi
 	errgroup_free(g);
 }
 
+/*
+ * A host whose RLIMIT_SIGPENDING is 0, which its tasks inherit: as if the
+ * user's pending signals had reached the limit (a task that queues
+ * real-time signals can bring that about), but without depending on what
+ * other processes of the user have pending.  Reports its task's result
+ * through its exit status: 0 when the task ran and returned 7.
+ */
+static _Noreturn void host_without_room_for_pending_signals(int report_fd)
+{
+	const struct errgroup_error *e;
+	struct rlimit limit;
+	errgroup *g;
+	char status = 2;
+
+	if (getrlimit(RLIMIT_SIGPENDING, &limit) == 0) {
+		limit.rlim_cur = 0;
+		status = setrlimit(RLIMIT_SIGPENDING, &limit) == 0 ? 0 : 3;
+	}
+	g = errgroup_new();
+	if (status == 0 && (!g || errgroup_go(g, return_arg, (void *)7) != 0))
+		status = 4;
+	if (status == 0) {
+		e = errgroup_wait(g);
+		status = e && e->cause == ERRGROUP_RETURNED && e->code == 7 ? 0 : 5;
+	}
+	errgroup_free(g);
+	_exit(write(report_fd, &status, 1) == 1 ? status : 6);
+}
+
+/* Past the limit the kernel still delivers the parent's gate signal, but
+ * without the sender's pid in its siginfo: the gate must open all the
+ * same, or the task waits at it forever. */
+static void test_gate_opens_past_the_users_pending_signal_limit(void **state)
+{
+	struct pollfd p = { .events = POLLIN };
+	int fds[2], r, status;
+	pid_t host;
+
+	(void)state;
+	assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+	fflush(NULL);   /* the host must not write the test's buffered output */
+	host = fork();
+	assert_true(host >= 0);
+	if (host == 0)
+		host_without_room_for_pending_signals(fds[1]);
+	close(fds[1]);
+	p.fd = fds[0];
+	do
+		r = poll(&p, 1, WAIT_LIMIT_MS);
+	while (r < 0 && errno == EINTR);
+	if (r != 1)
+		kill(host, SIGKILL);   /* its task dies with it (the lifeline) */
+	assert_int_equal(waitpid(host, &status, 0), host);
+	close(fds[0]);
+	assert_int_equal(r, 1);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void test_host_signal_state_is_reset_in_the_task(void **state)
 {
 	struct sigaction ignore, handler, old_term, old_usr1;
@@ -1521,6 +1675,7 @@ int main(void)
 		census_test(test_task_sees_no_library_fd_above_a_lowered_fd_limit),
 		census_test(test_task_of_a_task_holds_no_fd_of_the_outer_group),
 		census_test(test_child_the_host_forks_holds_no_library_fd),
+		census_test(test_child_of_a_task_is_no_task_once_it_reuses_the_task_fd_numbers),
 		census_test(test_inherited_group_refuses_to_act_in_a_task),
 		census_test(test_inherited_group_refuses_even_if_its_lock_was_held_at_fork),
 		census_test(test_host_sigchld_handler_and_own_child_keep_working),
@@ -1529,6 +1684,7 @@ int main(void)
 		census_test(test_host_thread_reaping_any_child_still_gets_each_task_result),
 		census_test(test_host_signal_state_is_reset_in_the_task),
 		census_test(test_stray_gate_signal_neither_opens_the_gate_nor_kills_the_task),
+		census_test(test_gate_opens_past_the_users_pending_signal_limit),
 		census_test(test_stat_parser_finds_the_signal_fields_after_the_name),
 		census_test(test_host_signal_state_is_reset_whatever_the_host_is_called),
 		census_test(test_host_nocldwait_flag_does_not_reach_the_task),

@@ -16,6 +16,7 @@
  */
 #include "helpers.h"
 
+#include <limits.h>
 #include <time.h>
 
 static int never[2];   /* a pipe nobody writes: tasks block on it */
@@ -405,6 +406,32 @@ static void test_deadline_removed_in_time_stops_nothing(void **state)
 	errgroup_free(g);
 }
 
+/* A deadline whose nanoseconds do not fit in 64 bits is centuries away:
+ * the group runs as without one, where a wrapped sum would have put it in
+ * the past.  The last one is the first whose seconds fit but whose sum
+ * does not. */
+static void test_deadline_centuries_away_never_expires(void **state)
+{
+	const struct timespec far[] = {
+		{ 18446744074, 0 },
+		{ LONG_MAX, 999999999 },
+		{ 18446744073, 999999999 },
+	};
+	errgroup *g;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof far / sizeof far[0]; i++) {
+		g = errgroup_new();
+		assert_non_null(g);
+		assert_int_equal(errgroup_set_deadline(g, &far[i]), 0);
+		assert_int_equal(errgroup_go(g, succeed, NULL), 0);
+		assert_null(errgroup_wait(g));
+		assert_int_equal(errgroup_go(g, succeed, NULL), 1);
+		assert_null(errgroup_wait(g));
+		errgroup_free(g);
+	}
+}
+
 /* Stopped by the deadline first: the grace then runs from the deadline,
  * and the task's own timeout, due meanwhile, does not cut it short. */
 static void test_deadline_grace_is_not_cut_by_a_later_timeout(void **state)
@@ -461,6 +488,7 @@ int main(void)
 		census_test(test_deadline_passed_refuses_go_without_forking),
 		census_test(test_go_blocked_at_the_limit_returns_etimedout),
 		census_test(test_deadline_removed_in_time_stops_nothing),
+		census_test(test_deadline_centuries_away_never_expires),
 		census_test(test_deadline_grace_is_not_cut_by_a_later_timeout),
 		census_test(test_timeout_applies_to_commands),
 	};
