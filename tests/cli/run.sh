@@ -584,25 +584,32 @@ test_signal_stops_jobs_while_output_waits_for_its_reader() {
 	expect_err "0 of 1 job failed, 1 stopped"
 }
 
-# stopped_while_output_waits: runs the jobs in $D/jobs with a reader of
-# the output that reads nothing until the job that records its pid in
-# $D/pid.s is gone: it must be stopped while errgroup waits to write.
-stopped_while_output_waits() {
-	local pid watchdog reader
+# with_paused_reader STEP ARGS...: runs errgroup with ARGS, its output to a
+# reader that reads nothing until the function STEP has returned; $rc as
+# with eg.
+with_paused_reader() {
+	local step=$1 pid watchdog reader
+	shift
 	mkfifo "$D/fifo"
 	sleep 1000 <"$D/fifo" &
 	reader=$!
-	"$EG" -j0 -a "$D/jobs" >"$D/fifo" 2>"$D/err" &
+	"$EG" "$@" >"$D/fifo" 2>"$D/err" &
 	pid=$!
 	watch "$pid"
-	"$AWAIT" "$D/pid.s" || fail "the job to stop did not start"
-	gone "$(cat "$D/pid.s")"
+	"$step"
 	cat "$D/fifo" >/dev/null &
 	wait "$pid"
 	rc=$?
 	wait "$watchdog"
 	kill "$reader" 2>/dev/null
 	wait "$reader" 2>/dev/null
+}
+
+# The job that records its pid in $D/pid.s is stopped, while the reader
+# still reads nothing.
+job_s_is_stopped() {
+	"$AWAIT" "$D/pid.s" || fail "the job to stop did not start"
+	gone "$(cat "$D/pid.s")"
 }
 
 # The same with a failure: job 2 fails once errgroup has reaped job 1 and
@@ -614,7 +621,7 @@ echo \$\$ > $D/pid.1; head -c 200000 /dev/zero
 $AWAIT $D/pid.1; while kill -0 \$(cat $D/pid.1) 2>/dev/null; do sleep 0.01; done; exit 3
 echo \$\$ > $D/pid.s; exec sleep 1000
 EOF
-	stopped_while_output_waits
+	with_paused_reader job_s_is_stopped -j0 -a "$D/jobs"
 	expect_rc 3
 	expect_err "1 of 3 jobs failed, 1 stopped"
 }
@@ -625,7 +632,7 @@ test_failed_job_whose_output_waits_stops_the_others() {
 echo \$\$ > $D/pid.s; exec sleep 1000
 $AWAIT $D/pid.s; head -c 200000 /dev/zero; exit 3
 EOF
-	stopped_while_output_waits
+	with_paused_reader job_s_is_stopped -j0 -a "$D/jobs"
 	expect_rc 3
 	expect_err "1 of 2 jobs failed, 1 stopped"
 }
@@ -655,26 +662,18 @@ EOF
 # A job's runtime ends when it does, not when its output could be written:
 # job 2 ends while errgroup waits for a reader that reads nothing for 3 s.
 # (The one timed check here: job 2 runs for some milliseconds.)
+job_2_ended_3_s_ago() {
+	"$AWAIT" "$D/pid.2" || fail "job 2 did not end"
+	sleep 3
+}
+
 test_runtime_leaves_out_the_wait_for_the_reader() {
-	local pid watchdog reader runtime
-	mkfifo "$D/fifo"
-	sleep 1000 <"$D/fifo" &
-	reader=$!
+	local runtime
 	cat >"$D/jobs" <<EOF
 echo \$\$ > $D/pid.1; head -c 200000 /dev/zero
 $AWAIT $D/pid.1; while kill -0 \$(cat $D/pid.1) 2>/dev/null; do sleep 0.01; done; echo \$\$ > $D/pid.2
 EOF
-	"$EG" -j2 --joblog "$D/log" -a "$D/jobs" >"$D/fifo" 2>"$D/err" &
-	pid=$!
-	watch "$pid"
-	"$AWAIT" "$D/pid.2" || fail "job 2 did not end"
-	sleep 3
-	cat "$D/fifo" >/dev/null &
-	wait "$pid"
-	rc=$?
-	wait "$watchdog"
-	kill "$reader" 2>/dev/null
-	wait "$reader" 2>/dev/null
+	with_paused_reader job_2_ended_3_s_ago -j2 --joblog "$D/log" -a "$D/jobs"
 	expect_rc 0
 	runtime=$(awk -F'\t' '$1 == 2 { print $4 }' "$D/log")
 	awk -v t="$runtime" 'BEGIN { exit !(t != "" && t < 3) }' ||
