@@ -62,6 +62,20 @@ static bool await_exit(pid_t pid, int pidfd)
 	return r == 0 || errno == ECHILD;
 }
 
+/* Whether pid exits by itself (await_exit); else it is killed, so that a
+ * failure leaves nothing behind and no call waiting for it.  Closes
+ * pidfd. */
+static bool exits_or_is_killed(pid_t pid, int pidfd)
+{
+	bool exited = await_exit(pid, pidfd);
+
+	if (!exited)
+		kill(pid, SIGKILL);
+	if (pidfd >= 0)
+		close(pidfd);
+	return exited;
+}
+
 /* Forks counted in this process (the library forks with glibc's fork()). */
 static atomic_int fork_count;
 
@@ -273,15 +287,11 @@ static void assert_grandchild_dies_of_sigkill(pid_t grandchild, int pidfd)
 	bool died;
 	int r;
 
-	died = await_exit(grandchild, pidfd);
-	if (!died)
-		kill(grandchild, SIGKILL);   /* so that a failure leaves nothing behind */
+	died = exits_or_is_killed(grandchild, pidfd);
 	do {
 		memset(&si, 0, sizeof si);
 		r = waitid(P_PID, (id_t)grandchild, &si, WEXITED);
 	} while (r < 0 && errno == EINTR);
-	if (pidfd >= 0)
-		close(pidfd);
 	assert_true(died);
 	assert_int_equal(r, 0);
 	assert_int_equal(si.si_code, CLD_KILLED);
@@ -1050,6 +1060,19 @@ static void test_task_that_failed_before_the_cancel_keeps_its_own_error(void **s
 	errgroup_free(g);
 }
 
+/* Starts leave_own_group_and_block in g: its pid, and in *pidfd its pidfd
+ * or -1. */
+static pid_t start_task_that_leaves_its_group(errgroup *g, int *pidfd)
+{
+	pid_t task;
+
+	assert_int_equal(errgroup_go(g, leave_own_group_and_block, NULL), 0);
+	task = await_word();
+	assert_true(task > 0);
+	*pidfd = pidfd_open_if_any(task);
+	return task;
+}
+
 static void *free_group(void *g)
 {
 	errgroup_free(g);
@@ -1073,18 +1096,11 @@ static void test_free_kills_a_task_that_left_its_process_group(void **state)
 	(void)state;
 	assert_non_null(g);
 	ready_pipe_open();
-	assert_int_equal(errgroup_go(g, leave_own_group_and_block, NULL), 0);
-	task = await_word();
-	assert_true(task > 0);
-	pidfd = pidfd_open_if_any(task);
+	task = start_task_that_leaves_its_group(g, &pidfd);
 
 	assert_int_equal(pthread_create(&freeing, NULL, free_group, g), 0);
-	died = await_exit(task, pidfd);
-	if (!died)
-		kill(task, SIGKILL);   /* so that free returns */
+	died = exits_or_is_killed(task, pidfd);
 	assert_int_equal(pthread_join(freeing, NULL), 0);
-	if (pidfd >= 0)
-		close(pidfd);
 	assert_true(died);
 	assert_true(no_children_left());
 	ready_pipe_close();
@@ -1104,17 +1120,10 @@ static void test_cancel_stops_a_task_that_left_its_process_group(void **state)
 	assert_non_null(g);
 	ready_pipe_open();
 	assert_int_equal(errgroup_set_grace_ms(g, 3600000), 0);
-	assert_int_equal(errgroup_go(g, leave_own_group_and_block, NULL), 0);
-	task = await_word();
-	assert_true(task > 0);
-	pidfd = pidfd_open_if_any(task);
+	task = start_task_that_leaves_its_group(g, &pidfd);
 
 	errgroup_cancel(g);
-	died = await_exit(task, pidfd);
-	if (!died)
-		kill(task, SIGKILL);   /* so that wait and free return */
-	if (pidfd >= 0)
-		close(pidfd);
+	died = exits_or_is_killed(task, pidfd);
 	e = errgroup_wait(g);
 	assert_true(died);
 	assert_non_null(e);
