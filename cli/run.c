@@ -230,6 +230,12 @@ static void forget_running(struct run *r, const struct job *job)
 		}
 }
 
+/* Whether a job that ends for good in state stops the group. */
+static bool stops_the_group(const struct run *r, enum job_state state)
+{
+	return r->opts->one_for_all || (state == JOB_FAILED && !r->opts->keep_going);
+}
+
 /* job ended for good in state. */
 static void finish(struct run *r, struct job *job, enum job_state state)
 {
@@ -249,9 +255,30 @@ static void finish(struct run *r, struct job *job, enum job_state state)
 	if (r->opts->one_for_all || state == JOB_FAILED) {
 		if (!o->decider)
 			o->decider = job;
-		if (r->opts->one_for_all || !r->opts->keep_going)
+		if (stops_the_group(r, state))
 			stop(r);
 	}
+}
+
+/* The job that ran as the task that ended, or NULL. */
+static struct job *job_of(const struct run *r, const struct errgroup_exit *exit)
+{
+	if (exit->task < 0 || (size_t)exit->task >= r->by_task_size)
+		return NULL;
+	return r->by_task[exit->task];
+}
+
+/* How this end leaves its job: JOB_WAITING when it is to run again. */
+static enum job_state end_state(const struct run *r, const struct job *job,
+				const struct errgroup_exit *exit)
+{
+	if (!exit->error)
+		return JOB_SUCCEEDED;
+	if (exit->error->cause == ERRGROUP_CANCELED)
+		return JOB_STOPPED;
+	if (!r->stopping && job->attempts <= r->opts->retries)
+		return JOB_WAITING;
+	return JOB_FAILED;
 }
 
 /* The job's runtime ends at, when its end was taken: not later, when its
@@ -259,11 +286,11 @@ static void finish(struct run *r, struct job *job, enum job_state state)
 static void on_task_end(struct run *r, const struct errgroup_exit *exit,
 			const struct timespec *at)
 {
-	struct job *job;
+	enum job_state state;
+	struct job *job = job_of(r, exit);
 
-	if (exit->task < 0 || (size_t)exit->task >= r->by_task_size || !r->by_task[exit->task])
+	if (!job)
 		return;   /* a task we could not follow (see start_one) */
-	job = r->by_task[exit->task];
 	r->by_task[exit->task] = NULL;
 	job->runtime_s = seconds_between(&job->started, at);
 	forget_running(r, job);
@@ -273,32 +300,13 @@ static void on_task_end(struct run *r, const struct errgroup_exit *exit,
 	job->error = exit->error;
 	/* Decided before the output is written, which may wait for its
 	 * reader: a failure stops the others now. */
-	if (!exit->error)
-		finish(r, job, JOB_SUCCEEDED);
-	else if (exit->error->cause == ERRGROUP_CANCELED)
-		finish(r, job, JOB_STOPPED);
-	else if (!r->stopping && job->attempts <= r->opts->retries) {
+	state = end_state(r, job, exit);
+	if (state == JOB_WAITING) {
 		job->state = JOB_WAITING;
 		r->retries[r->retry_count++] = job;
 	} else
-		finish(r, job, JOB_FAILED);
+		finish(r, job, state);
 	output_job_ended(job, r->opts);
-}
-
-/* Whether on_task_end will stop the group for this end: asked as soon as
- * it is taken, also while our output waits for its reader. */
-static bool stops_the_group(const struct run *r, const struct errgroup_exit *exit)
-{
-	const struct job *job;
-
-	if (exit->task < 0 || (size_t)exit->task >= r->by_task_size || !r->by_task[exit->task])
-		return false;
-	job = r->by_task[exit->task];
-	if (!exit->error)
-		return r->opts->one_for_all;
-	if (exit->error->cause == ERRGROUP_CANCELED || job->attempts <= r->opts->retries)
-		return false;
-	return r->opts->one_for_all || !r->opts->keep_going;
 }
 
 /* Ends taken while our output waited are older than what the group still
@@ -351,15 +359,21 @@ static void on_event_while_writing(void *arg)
 {
 	struct run *r = arg;
 	struct errgroup_exit exit;
+	enum job_state state;
+	struct job *job;
 
 	on_signal(r);
 	while (r->ended_count < r->list->count + 1 && errgroup_reap(r->g, &exit) > 0) {
 		r->ended[r->ended_count].exit = exit;
 		clock_gettime(CLOCK_MONOTONIC, &r->ended[r->ended_count++].at);
-		if (!r->stopping && stops_the_group(r, &exit)) {
+		job = job_of(r, &exit);
+		if (r->stopping || !job)
+			continue;
+		state = end_state(r, job, &exit);
+		if (state != JOB_WAITING && stops_the_group(r, state)) {
 			/* finish() names no decider after the stop. */
 			if (!r->outcome->decider)
-				r->outcome->decider = r->by_task[exit.task];
+				r->outcome->decider = job;
 			stop(r);
 		}
 	}
