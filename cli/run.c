@@ -3,7 +3,7 @@
  *
  * One loop on the main thread polls three kinds of fd: the group's
  * (errgroup_fd: readable when a task has ended), a signalfd for SIGINT,
- * SIGTERM and SIGHUP, and the output pipes of every running job.  Jobs
+ * SIGTERM, SIGHUP and SIGTSTP, and the output pipes of every running job.  Jobs
  * start with errgroup_try_go_cmd, never the blocking errgroup_go_cmd: the
  * loop must go on reading the running jobs' output (a job blocked on a
  * full pipe would never end).  It counts -j itself and starts the next job
@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -330,13 +331,41 @@ static int reap_all(struct run *r)
 	return res;
 }
 
-/* Reads the signals that came; the first is the outcome's.  True if any. */
+/*
+ * Ctrl-Z: the terminal's SIGTSTP reaches errgroup's process group, not the
+ * jobs', so errgroup stops them (SIGSTOP, to each job's whole group)
+ * before it stops itself with the signal it got, which the shell reports
+ * as usual.  Blocked, that signal waits until it is unblocked and then
+ * acts at once.  On SIGCONT (fg or bg) the jobs go on too; so they do at
+ * once when the kernel drops the stop, as it drops a terminal stop signal
+ * in a process group that no shell controls (an orphaned one).
+ */
+static void suspend(struct run *r)
+{
+	sigset_t tstp;
+
+	errgroup_signal(r->g, SIGSTOP);
+	progress_clear();
+	sigemptyset(&tstp);
+	sigaddset(&tstp, SIGTSTP);
+	kill(getpid(), SIGTSTP);
+	pthread_sigmask(SIG_UNBLOCK, &tstp, NULL);
+	pthread_sigmask(SIG_BLOCK, &tstp, NULL);
+	errgroup_signal(r->g, SIGCONT);
+}
+
+/* Reads the signals that came; the first that stops the jobs is the
+ * outcome's.  True if any of those came. */
 static bool take_signals(struct run *r)
 {
 	struct signalfd_siginfo info;
 	bool any = false;
 
 	while (read(r->signal_fd, &info, sizeof info) == (ssize_t)sizeof info) {
+		if (info.ssi_signo == SIGTSTP) {
+			suspend(r);
+			continue;
+		}
 		if (!r->outcome->signal)
 			r->outcome->signal = (int)info.ssi_signo;
 		any = true;
@@ -475,9 +504,9 @@ static int loop(struct run *r)
 	}
 }
 
-/* SIGINT, SIGTERM and SIGHUP come through a signalfd.  They are blocked
- * before the group exists, so that its supervisor thread, which inherits
- * the mask, never takes one; the jobs start with an empty mask. */
+/* SIGINT, SIGTERM, SIGHUP and SIGTSTP come through a signalfd.  They are
+ * blocked before the group exists, so that its supervisor thread, which
+ * inherits the mask, never takes one; the jobs start with an empty mask. */
 static int open_signal_fd(void)
 {
 	sigset_t set;
@@ -487,6 +516,7 @@ static int open_signal_fd(void)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTSTP);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
 		return -errno;
 	fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);

@@ -300,6 +300,24 @@ const struct errgroup_error *errgroup_error_at(const errgroup *g, size_t i);
 void errgroup_cancel(errgroup *g);
 
 /*
+ * errgroup_signal - send sig to every child still running: its whole
+ * process group, and the child itself if it left that group (each
+ * once), as errgroup_cancel sends its SIGTERM.  For passing on a signal
+ * the caller received (SIGHUP to make every task reload, say), and for
+ * job control: SIGSTOP suspends every task with all it started, SIGCONT
+ * resumes them.  It is not a cancellation: the group goes on, and a child
+ * that the signal ends fails with cause ERRGROUP_SIGNALED.  A child that
+ * has already exited, even if not yet reaped, is left out, and so is one
+ * whose start another thread has not finished when the call comes.  The
+ * group's own timers run on while its tasks are stopped, and a task
+ * stopped when the group cancels it or its time runs out gets SIGCONT
+ * after the SIGTERM, so that it sees it.  sig 0 sends nothing and counts
+ * the running children.  Returns how many children it signalled, or
+ * -EINVAL (sig is not a signal number), -ECHILD.
+ */
+int errgroup_signal(errgroup *g, int sig);
+
+/*
  * errgroup_free - SIGKILL every child still running (its whole process
  * group, and the child itself if it left that group), reap them, and
  * release the group.  Never leaves a zombie.

@@ -1,7 +1,8 @@
 /*
  * cancel.c - stopping tasks: the signals, their order, and the SIGKILL that
  * follows the grace period, for errgroup_cancel, cancel-on-error, and the
- * deadline (timer.c decides when).
+ * deadline (timer.c decides when); and errgroup_signal, the same signals
+ * sent for the caller.
  *
  * Each task leads its own process group (child.c), so the group is what we
  * signal: a task's pipeline and grandchildren stop with it.  Signals go
@@ -180,6 +181,39 @@ void cancel_escalate(errgroup *g)
 	RB_FOREACH(t, task_tree, &g->tasks)
 		if (t->signaled)
 			task_signal(t, SIGKILL);
+}
+
+/*
+ * Sends sig to every task still running, as task_signal does, and counts
+ * them; not a cancellation: the group goes on, and what the signal does
+ * to a task is the task's own end (SIGNALED, say, not CANCELED).  A task
+ * that has exited, reaped or not, is left out, as stop_all leaves it: its
+ * process group may be gone, or on its way to a stranger.  A task whose
+ * start is under way in another thread is not in the tree yet, and
+ * misses the signal, as a task started just after this call would.
+ * waitid (task_has_exited) is a cancellation point, hence cancellation
+ * off.
+ */
+EXPORT int errgroup_signal(errgroup *g, int sig)
+{
+	int cancellation, n = 0;
+	struct task *t;
+
+	if (sig < 0 || sig > SIGRTMAX)
+		return -EINVAL;
+	if (group_is_foreign(g))
+		return -ECHILD;
+	cancellation = cancellation_off();
+	pthread_mutex_lock(&g->lock);
+	RB_FOREACH(t, task_tree, &g->tasks) {
+		if (t->unreapable || task_has_exited(t))
+			continue;
+		task_signal(t, sig);
+		n++;
+	}
+	pthread_mutex_unlock(&g->lock);
+	cancellation_restore(cancellation);
+	return n;
 }
 
 EXPORT void errgroup_cancel(errgroup *g)

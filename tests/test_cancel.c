@@ -1,7 +1,8 @@
 /*
  * test_cancel.c - cancellation: cancel-on-error, errgroup_cancel, the grace
  * period and its SIGKILL, stopped children, blocked and later go() calls,
- * reuse after wait, and the task's whole process group.
+ * reuse after wait, and the task's whole process group; errgroup_signal,
+ * which sends the same signals for the caller.
  *
  * Tasks tell the test they are ready (their signal dispositions set, about
  * to block) through a pipe; the test only cancels once they are.  Where the
@@ -1174,6 +1175,153 @@ static void test_cancel_sends_a_task_in_its_group_one_sigterm(void **state)
 	ready_pipe_close();
 }
 
+/* The task tells its pid and then its grandchild's, which stays in the
+ * task's process group.  Once a byte comes on the pipe arg, the grandchild
+ * tells 1 and exits, and the task returns 0 when it has. */
+static int fork_grandchild_that_waits_for_a_byte(void *arg)
+{
+	int *gate = arg;
+	int status;
+	pid_t pid;
+
+	pid = fork();
+	if (pid == 0) {
+		if (read_byte(gate[0]) < 0)
+			_exit(1);
+		tell_word(1);
+		_exit(0);
+	}
+	if (pid < 0)
+		return 99;
+	tell_word(getpid());
+	tell_word(pid);
+	if (waitpid(pid, &status, 0) != pid)
+		return 98;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 97;
+}
+
+/* Waits until pid's state is, or is not, 'T' (stopped): a signal takes
+ * effect when its target next runs.  False after WAIT_LIMIT_MS. */
+static bool await_stopped(pid_t pid, bool stopped)
+{
+	uint64_t start = monotonic_ms();
+	char state, name[64];
+	pid_t ppid, session;
+
+	while (monotonic_ms() - start < WAIT_LIMIT_MS) {
+		if (!proc_stat_fields(pid, &state, &ppid, &session, name, sizeof name))
+			return false;
+		if ((state == 'T') == stopped)
+			return true;
+		nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+	}
+	return false;
+}
+
+static int await_task_state(pid_t pid, int what)
+{
+	siginfo_t si;
+	int r;
+
+	do {
+		memset(&si, 0, sizeof si);
+		r = waitid(P_PID, (id_t)pid, &si, what | WNOWAIT);
+	} while (r < 0 && errno == EINTR);
+	return r == 0 ? si.si_code : -1;
+}
+
+static void test_signal_suspends_and_resumes_a_task_with_what_it_started(void **state)
+{
+	errgroup *g = errgroup_new();
+	pid_t task, grandchild;
+	int gate[2];
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(pipe2(gate, O_CLOEXEC), 0);
+	assert_int_equal(errgroup_go(g, fork_grandchild_that_waits_for_a_byte, gate), 0);
+	task = await_word();
+	grandchild = await_word();
+
+	assert_int_equal(errgroup_signal(g, SIGSTOP), 1);
+	assert_int_equal(await_task_state(task, WSTOPPED), CLD_STOPPED);
+	assert_true(await_stopped(grandchild, true));
+
+	assert_int_equal(errgroup_signal(g, SIGCONT), 1);
+	assert_int_equal(await_task_state(task, WCONTINUED), CLD_CONTINUED);
+	assert_true(await_stopped(grandchild, false));
+	/* Told only once it runs again. */
+	gate_open_n(gate[1], 1);
+	assert_int_equal(await_word(), 1);
+	assert_null(errgroup_wait(g));
+	errgroup_free(g);
+	close(gate[0]);
+	close(gate[1]);
+	ready_pipe_close();
+}
+
+static void test_signal_is_passed_on_and_is_no_cancellation(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(errgroup_go(g, block_forever, NULL), 0);
+	await_word();
+	assert_int_equal(errgroup_signal(g, SIGUSR1), 1);
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_SIGNALED);
+	assert_int_equal(e->code, SIGUSR1);
+	/* The group goes on. */
+	assert_int_equal(errgroup_go(g, return_arg, (void *)0), 1);
+	assert_ptr_equal(errgroup_wait(g), e);
+	assert_int_equal(errgroup_error_count(g), 1);
+	errgroup_free(g);
+	ready_pipe_close();
+}
+
+static int tell_pid_and_succeed(void *arg)
+{
+	(void)arg;
+	tell_word(getpid());
+	return 0;
+}
+
+static void test_signal_leaves_out_ended_tasks_and_refuses_non_signals(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+	pid_t ended;
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(errgroup_signal(g, -1), -EINVAL);
+	assert_int_equal(errgroup_signal(g, SIGRTMAX + 1), -EINVAL);
+	assert_int_equal(errgroup_signal(g, 0), 0);
+	assert_int_equal(errgroup_go(g, block_forever, NULL), 0);
+	await_word();
+	assert_int_equal(errgroup_go(g, tell_pid_and_succeed, NULL), 1);
+	ended = await_word();
+	/* Exited, and not yet reaped: a plain group reaps only in its calls,
+	 * and errgroup_signal is not one that reaps. */
+	assert_int_equal(await_task_state(ended, WEXITED), CLD_EXITED);
+	assert_int_equal(errgroup_signal(g, 0), 1);
+	assert_int_equal(errgroup_signal(g, SIGKILL), 1);
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->task, 0);
+	assert_int_equal(e->cause, ERRGROUP_SIGNALED);
+	assert_int_equal(e->code, SIGKILL);
+	assert_int_equal(errgroup_error_count(g), 1);
+	errgroup_free(g);
+	ready_pipe_close();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1198,6 +1346,9 @@ int main(void)
 		census_test(test_free_kills_a_task_that_left_its_process_group),
 		census_test(test_cancel_stops_a_task_that_left_its_process_group),
 		census_test(test_cancel_sends_a_task_in_its_group_one_sigterm),
+		census_test(test_signal_suspends_and_resumes_a_task_with_what_it_started),
+		census_test(test_signal_is_passed_on_and_is_no_cancellation),
+		census_test(test_signal_leaves_out_ended_tasks_and_refuses_non_signals),
 	};
 
 	census_begin();

@@ -717,6 +717,8 @@ static int act_on_inherited_group(void *arg)
 		failures |= 1 << 4;
 	if (errgroup_set_grace_ms(g, 0) != -ECHILD)
 		failures |= 1 << 5;
+	if (errgroup_signal(g, SIGKILL) != -ECHILD)
+		failures |= 1 << 6;
 	errgroup_cancel(g);
 	errgroup_free(g);   /* only releases the inherited memory */
 	tell_word(failures);
@@ -738,8 +740,8 @@ static void test_inherited_group_refuses_to_act_in_a_task(void **state)
 	assert_int_equal(errgroup_go(g, wait_at_gate, NULL), 1);
 	assert_int_equal(errgroup_go(g, act_on_inherited_group, g), 2);
 	assert_int_equal(await_word(), 0);
-	/* Its cancel and free did nothing here: the sibling still runs, and
-	 * the group still takes tasks. */
+	/* Its signal, cancel and free did nothing here: the sibling still
+	 * runs, and the group still takes tasks. */
 	gate_open_n(gate[1], 1);
 	assert_ptr_equal(errgroup_wait(g), first);
 	assert_int_equal(errgroup_error_count(g), 1);

@@ -700,6 +700,86 @@ test_sigkill_leaves_no_job_behind() {
 	gone $(recorded_pids)
 }
 
+# becomes_stopped PID yes|no: the process is, or is no longer, stopped
+# (state T).  Signals take a moment to land, so this waits up to 10 s.
+becomes_stopped() {
+	local n=0 state
+	while :; do
+		state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)
+		if [ "$2" = yes ]; then [ "$state" = T ] && return 0; else [ "$state" != T ] && return 0; fi
+		n=$((n + 1))
+		[ $n -gt 1000 ] && return 1
+		sleep 0.01
+	done
+}
+
+# Two jobs that record their pids and their grandchildren's, and say in
+# $D/cont.N when they are continued (SIGCONT).
+suspendable_jobs() {
+	cat >"$D/jobs" <<EOF
+trap 'echo > $D/cont.1' CONT; sleep 1000 & echo \$! > $D/pid.1g; echo \$\$ > $D/pid.1; wait; wait
+trap 'echo > $D/cont.2' CONT; sleep 1000 & echo \$! > $D/pid.2g; echo \$\$ > $D/pid.2; wait; wait
+EOF
+}
+
+# Ctrl-Z: the terminal's SIGTSTP reaches errgroup's process group, not
+# the jobs' own ones.  errgroup stops every job with what it started, then
+# itself; continued (fg, bg), it continues them.
+test_ctrl_z_suspends_every_job_and_fg_resumes_them() {
+	local pid watchdog p
+	suspendable_jobs
+	# errgroup in a process group of its own, as a shell's job: one that
+	# a stop signal may stop.
+	set -m
+	"$EG" -j2 -a "$D/jobs" >"$D/out" 2>"$D/err" &
+	pid=$!
+	set +m
+	watch "$pid"
+	"$AWAIT" "$D/pid.1g" "$D/pid.1" "$D/pid.2g" "$D/pid.2" || fail "the jobs did not start"
+	kill -TSTP "$pid"
+	becomes_stopped "$pid" yes || fail "errgroup did not stop"
+	for p in $(recorded_pids); do
+		becomes_stopped "$p" yes || fail "job process $p was not stopped"
+	done
+	[ ! -e "$D/cont.1" ] && [ ! -e "$D/cont.2" ] || fail "a job was continued before errgroup"
+	kill -CONT "$pid"
+	"$AWAIT" "$D/cont.1" "$D/cont.2" || fail "the jobs were not continued"
+	for p in $(recorded_pids); do
+		becomes_stopped "$p" no || fail "job process $p is still stopped"
+	done
+	kill -TERM "$pid"
+	{ wait "$pid"; } 2>/dev/null
+	rc=$?
+	wait "$watchdog"
+	expect_rc 143
+	# shellcheck disable=SC2046
+	gone $(recorded_pids)
+}
+
+# Where no shell controls errgroup's process group (an orphaned one, as
+# under setsid), the kernel drops a stop signal: errgroup runs on, and so
+# must its jobs, continued as soon as they were stopped.
+test_ctrl_z_in_an_orphaned_process_group_leaves_no_job_stopped() {
+	local pid watchdog p
+	suspendable_jobs
+	setsid "$EG" -j2 -a "$D/jobs" >"$D/out" 2>"$D/err" &
+	pid=$!
+	watch "$pid"
+	"$AWAIT" "$D/pid.1g" "$D/pid.1" "$D/pid.2g" "$D/pid.2" || fail "the jobs did not start"
+	kill -TSTP "$pid"
+	"$AWAIT" "$D/cont.1" "$D/cont.2" || fail "the jobs were not continued"
+	for p in "$pid" $(recorded_pids); do
+		becomes_stopped "$p" no || fail "process $p is still stopped"
+	done
+	kill -TERM "$pid"
+	wait "$pid"
+	rc=$?
+	wait "$watchdog"
+	expect_rc 143
+	# shellcheck disable=SC2046
+	gone $(recorded_pids)
+}
+
 test_bar_draws_on_a_terminal() {
 	command -v script >/dev/null || return 0   # util-linux, for a pty
 	script -qec "$EG --bar sh -c 'echo {}' ::: a b" /dev/null >"$D/out" 2>"$D/err"
