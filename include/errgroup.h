@@ -130,11 +130,13 @@ int errgroup_set_limit(errgroup *g, int n);
 /*
  * errgroup_set_cancel_on_error - Go's WithContext: when on, the first task
  * that fails cancels the group (see errgroup_cancel).  Off by default.
- * Returns 0.  A group with it on starts a supervisor thread at its first
- * errgroup_go() and keeps it until errgroup_free(), so that cancellation
- * is prompt even while the caller is busy elsewhere; a group with it off
- * (and never canceled) uses no thread: the caller reaps its children in
- * errgroup_go() and errgroup_wait().
+ * A group with it on starts a supervisor thread at its first errgroup_go()
+ * (at once if children already run or are starting) and keeps it until
+ * errgroup_free(), so that cancellation is prompt even while the caller is
+ * busy elsewhere; a group with it off (and never canceled) uses no thread:
+ * the caller reaps its children in errgroup_go() and errgroup_wait().
+ * Returns 0; -EAGAIN when children run and the supervisor thread cannot be
+ * started (the setting is made all the same); -ECHILD.
  */
 int errgroup_set_cancel_on_error(errgroup *g, bool on);
 
@@ -151,9 +153,12 @@ int errgroup_set_grace_ms(errgroup *g, unsigned ms);
  * whole process group), then SIGKILL after the grace period, and fails with
  * cause ERRGROUP_TIMEOUT even if it then exits 0.  Under cancel-on-error
  * that failure cancels the group.  0 (the default) means no limit.  Applies
- * to tasks started after the call.  Returns 0.  A group with a timeout or a
- * deadline starts a supervisor thread at its first errgroup_go(), as for
- * cancel-on-error: one thread per group, whatever the number of tasks.
+ * to tasks started after the call, and to one whose start another thread
+ * has under way.  A group with a timeout or a deadline starts a supervisor
+ * thread at its first errgroup_go() (at once for a start under way), as
+ * for cancel-on-error: one thread per group, whatever the number of tasks.
+ * Returns 0; -EAGAIN when that thread cannot be started (the timeout is
+ * set all the same); -ECHILD.
  */
 int errgroup_set_timeout_ms(errgroup *g, unsigned ms);
 
@@ -161,9 +166,12 @@ int errgroup_set_timeout_ms(errgroup *g, unsigned ms);
  * errgroup_set_deadline - the whole group must be done by abs_monotonic, a
  * CLOCK_MONOTONIC time: at the deadline every running child is stopped as
  * by a timeout (cause ERRGROUP_TIMEOUT), and from then on errgroup_go
- * returns -ETIMEDOUT, also after wait: an expired deadline is final.  One
- * past 2^64 nanoseconds (some 584 years of uptime) is never reached.  NULL
- * removes a deadline that has not expired yet.  Returns 0; -EINVAL for a
+ * returns -ETIMEDOUT, also after wait: an expired deadline is final, even
+ * one that passed while no call looked, and a later call cannot replace or
+ * remove it.  One past 2^64 nanoseconds (some 584 years of uptime) is
+ * never reached.  NULL removes a deadline that has not expired yet.  Of
+ * cancellation and the deadline, both final, the first to come decides
+ * what errgroup_go returns.  Returns 0; -EINVAL for a
  * negative tv_sec or a tv_nsec out of range; -EAGAIN when children already
  * run and the supervisor thread cannot be started; -ECHILD.
  */
@@ -176,6 +184,8 @@ int errgroup_set_deadline(errgroup *g, const struct timespec *abs_monotonic);
  * group accepted its tasks), or:
  *   -ECANCELED  the group was canceled (before or while this call waited);
  *               nothing was started;
+ *   -ETIMEDOUT  the group's deadline passed (errgroup_set_deadline); of
+ *               the two, the one that came first is returned from then on;
  *   -EAGAIN, -ENOMEM, -EMFILE, -ENFILE  fork, socketpair or pidfd_open
  *               failed; nothing was started and the group is unchanged;
  *   -ECHILD     the group was inherited from the parent process;
@@ -198,7 +208,11 @@ struct errgroup_cmd {
 	const char *dir;           /* its working directory; NULL: the caller's */
 	const int *stdio;          /* NULL: it shares the caller's fds 0, 1, 2;
 	                              else three fds to become its 0, 1, 2
-	                              (-1: that one stays the caller's) */
+	                              (-1: that one stays the caller's); one
+	                              that is closed, or that names one of
+	                              the library's own fds (a number the
+	                              caller closed, taken since), fails the
+	                              task with 126 and EBADF's text */
 };
 
 /*

@@ -156,11 +156,15 @@ static void stop_all(errgroup *g, bool timed_out)
 	pthread_cond_broadcast(&g->changed);
 }
 
-/* Cancels the group: final, and every running task is stopped.  Lock
- * held. */
+/* Cancels the group: final, and every running task is stopped.  A
+ * deadline that has already passed came first, whether or not anyone had
+ * noticed it yet.  Lock held. */
 void group_cancel_locked(errgroup *g)
 {
+	group_past_deadline(g);
 	g->canceled = true;
+	if (!g->closed_by)
+		g->closed_by = -ECANCELED;
 	stop_all(g, false);
 }
 
@@ -169,6 +173,8 @@ void group_cancel_locked(errgroup *g)
 void group_expire_locked(errgroup *g)
 {
 	g->expired = true;
+	if (!g->closed_by)
+		g->closed_by = -ETIMEDOUT;
 	stop_all(g, true);
 }
 

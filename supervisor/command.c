@@ -72,6 +72,7 @@ struct launch {
 	char **files;               /* where to look for the program, in order */
 	int lifeline;               /* the lifeline's read end */
 	int report;                 /* the failure pipe's write end */
+	bool stdio_stale;           /* a stdio fd names one of the library's */
 };
 
 CHILD_SHARING_MEMORY
@@ -196,6 +197,8 @@ static int launch_child(void *arg)
 	l->lifeline = r;
 	if (!lifeline_arm(l->lifeline))
 		raw_syscall(SYS_exit_group, 127, 0, 0, 0, 0, 0);
+	if (l->stdio_stale)
+		child_fail(l, STAGE_SETUP, EBADF);
 	if (l->cmd->stdio && (r = set_stdio(l->cmd->stdio)) < 0)
 		child_fail(l, STAGE_SETUP, -r);
 	if (l->cmd->dir && (r = (int)raw_syscall(SYS_chdir, (long)l->cmd->dir, 0, 0, 0, 0, 0)) < 0)
@@ -274,6 +277,25 @@ static char *describe_failure(const struct errgroup_cmd *cmd, const struct failu
 	return n < 0 ? NULL : text;
 }
 
+/*
+ * Whether a stdio fd the caller gave is the number of one of the
+ * library's, the two pipes of this very start included: then the caller
+ * gave a number it had closed, which ours took since.  Made the program's
+ * stdout, the report pipe would take its output for an exec failure and
+ * hold go_cmd until the program ends, and the lifeline would SIGKILL it
+ * at its first write.  It fails instead, as with any closed fd (EBADF).
+ * fdreg_lock held, so that no other thread's start changes the books.
+ */
+static bool stdio_names_ours(const int *stdio)
+{
+	if (!stdio)
+		return false;
+	for (int i = 0; i < 3; i++)
+		if (fdreg_holds_locked(stdio[i]))
+			return true;
+	return false;
+}
+
 int spawn_command(errgroup *g, const void *what, struct task *t)
 {
 	_Alignas(16) char stack[CHILD_STACK_SIZE];
@@ -314,6 +336,7 @@ int spawn_command(errgroup *g, const void *what, struct task *t)
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &saved);
 	fdreg_lock();
+	l.stdio_stale = stdio_names_ours(cmd->stdio);
 	pid = clone(launch_child, stack + sizeof stack, flags, &l, &pidfd);
 	r = -errno;
 	if (pid > 0 && pidfd >= 0) {

@@ -541,6 +541,14 @@ void fdreg_unlock(void)
 	unlock(registry_now);
 }
 
+/* Whether fd is one of the library's; fdreg_lock held. */
+bool fdreg_holds_locked(int fd)
+{
+	uint64_t *word = fd >= 0 ? word_of(registry_now, fd) : NULL;
+
+	return word && (*word >> (fd % BITS_PER_WORD) & 1);
+}
+
 /* Registers fd, or closes it and returns the error; fdreg_lock held. */
 int fdreg_adopt_locked(int fd)
 {

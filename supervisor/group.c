@@ -186,14 +186,22 @@ EXPORT int errgroup_set_limit(errgroup *g, int n)
 	return r;
 }
 
+/* Tasks already running, or whose start is under way, can fail while the
+ * caller is busy: they need the supervisor now, not at the next go(). */
 EXPORT int errgroup_set_cancel_on_error(errgroup *g, bool on)
 {
+	int r = 0, cancellation;
+
 	if (group_is_foreign(g))
 		return -ECHILD;
+	cancellation = cancellation_off();
 	pthread_mutex_lock(&g->lock);
 	g->cancel_on_error = on;
+	if (on && g->running + g->starting > 0)
+		r = supervisor_ensure(g);
 	pthread_mutex_unlock(&g->lock);
-	return 0;
+	cancellation_restore(cancellation);
+	return r;
 }
 
 EXPORT int errgroup_set_grace_ms(errgroup *g, unsigned ms)

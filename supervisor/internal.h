@@ -164,6 +164,9 @@ struct errgroup {
 
 	bool canceled;
 	bool expired;               /* the deadline passed */
+	int closed_by;              /* -ECANCELED or -ETIMEDOUT, whichever of
+	                               the two came first: both are final, and
+	                               errgroup_go returns it from then on */
 	uint64_t kill_at_ns;        /* when stopped tasks get SIGKILL; 0: not pending */
 	uint64_t swept_ns;          /* the last waitid sweep (poll.c) */
 	int unreapable;             /* tasks marked so, retried by the sweep */
@@ -314,6 +317,7 @@ void fdreg_close_snapshot(const struct fdreg_snapshot *s, int keep_a, int keep_b
 void fdreg_lock(void);
 void fdreg_unlock(void);
 int fdreg_adopt_locked(int fd);
+bool fdreg_holds_locked(int fd);
 
 /* parentmem.c: memory a forked child does not share. */
 void *parentmem_alloc(size_t size);

@@ -191,11 +191,8 @@ static void start_failed(errgroup *g)
 /* Why the group takes no task now, or 0.  Lock held. */
 static int refusal(errgroup *g)
 {
-	if (g->expired || group_past_deadline(g))
-		return -ETIMEDOUT;
-	if (g->canceled)
-		return -ECANCELED;
-	return 0;
+	group_past_deadline(g);
+	return g->closed_by;
 }
 
 int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block)

@@ -101,14 +101,23 @@ void timer_run(errgroup *g)
 	}
 }
 
+/* A task whose start is under way when the timeout is set gets it too,
+ * but its go() decided before that it needed no supervisor: so the
+ * timeout's own supervisor starts here. */
 EXPORT int errgroup_set_timeout_ms(errgroup *g, unsigned ms)
 {
+	int r = 0, cancellation;
+
 	if (group_is_foreign(g))
 		return -ECHILD;
+	cancellation = cancellation_off();
 	pthread_mutex_lock(&g->lock);
 	g->timeout_ms = ms;
+	if (ms > 0 && g->starting > 0)
+		r = supervisor_ensure(g);
 	pthread_mutex_unlock(&g->lock);
-	return 0;
+	cancellation_restore(cancellation);
+	return r;
 }
 
 /* A valid time in nanoseconds.  tv_sec may be up to LONG_MAX, whose
@@ -141,7 +150,9 @@ EXPORT int errgroup_set_deadline(errgroup *g, const struct timespec *abs_monoton
 		return -ECHILD;
 	cancellation = cancellation_off();
 	pthread_mutex_lock(&g->lock);
-	if (!g->expired) {
+	/* The deadline being replaced may have passed unnoticed: it is
+	 * final all the same. */
+	if (!group_past_deadline(g)) {
 		g->deadline_ns = at;
 		/* Children already running need someone to watch the clock. */
 		if (at && g->running + g->starting > 0)

@@ -513,6 +513,38 @@ static void test_cancel_on_error_is_prompt_while_the_caller_is_busy(void **state
 	ready_pipe_close();
 }
 
+static int tell_pid_and_fail_with_5(void *arg)
+{
+	(void)arg;
+	tell_word(getpid());
+	return errgroup_errorf(5, "genuine failure");
+}
+
+/* Turned on while tasks run, with one of them failed and not yet reaped,
+ * cancel-on-error acts without the caller: it has no go() to come. */
+static void test_cancel_on_error_turned_on_while_tasks_run_is_prompt(void **state)
+{
+	errgroup *g = errgroup_new();
+	pid_t blocked, failed;
+	int pidfd;
+
+	(void)state;
+	assert_non_null(g);
+	ready_pipe_open();
+	assert_int_equal(errgroup_go(g, block_forever, NULL), 0);
+	blocked = await_word();
+	pidfd = pidfd_open_if_any(blocked);
+	assert_int_equal(errgroup_go(g, tell_pid_and_fail_with_5, NULL), 1);
+	failed = await_word();
+	assert_true(await_exit(failed, -1));
+	assert_int_equal(errgroup_set_cancel_on_error(g, true), 0);
+	assert_true(exits_or_is_killed(blocked, pidfd));
+	assert_int_equal(errgroup_wait(g)->code, 5);
+	assert_int_equal(errgroup_error_at(g, 1)->cause, ERRGROUP_CANCELED);
+	errgroup_free(g);
+	ready_pipe_close();
+}
+
 static void test_sigterm_ignored_gets_sigkill_after_grace(void **state)
 {
 	const struct errgroup_error *e;
@@ -1327,6 +1359,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		census_test(test_cancel_on_error_stops_blocked_siblings_after_the_genuine_failure),
 		census_test(test_cancel_on_error_is_prompt_while_the_caller_is_busy),
+		census_test(test_cancel_on_error_turned_on_while_tasks_run_is_prompt),
 		census_test(test_sigterm_ignored_gets_sigkill_after_grace),
 		census_test(test_zero_grace_sends_sigkill_at_once),
 		census_test(test_stopped_child_is_canceled_within_the_grace),

@@ -275,6 +275,37 @@ static void test_stdio_may_swap_the_callers_fds(void **state)
 	errgroup_free(g);
 }
 
+/* Stdio fd numbers the caller had closed, and which the library's own
+ * pipes for this very start have taken since, fail as any closed fd does:
+ * the program never gets the library's pipes (its output would be taken
+ * for an exec failure, and a write to the lifeline fires its SIGKILL). */
+static void test_stdio_fd_that_names_a_library_fd_fails_as_closed(void **state)
+{
+	const char *const argv[] = { "sh", "-c", "echo out; echo err >&2", NULL };
+	const char *const quiet[] = { "true", NULL };
+	int stale[2], stdio[3] = { -1, -1, -1 };
+	struct errgroup_cmd warm = { .argv = quiet }, cmd = { .argv = argv, .stdio = stdio };
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	/* The group's own fds exist once it has run a task. */
+	assert_null(run(g, &warm));
+	/* The lowest free numbers: the next start's first pipe takes them. */
+	assert_int_equal(pipe2(stale, O_CLOEXEC), 0);
+	close(stale[0]);
+	close(stale[1]);
+	stdio[1] = stale[0];
+	stdio[2] = stale[1];
+	e = run(g, &cmd);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_EXITED);
+	assert_int_equal(e->code, 126);
+	assert_non_null(strstr(e->message, "Bad file descriptor"));
+	errgroup_free(g);
+}
+
 static void test_program_leads_its_own_process_group(void **state)
 {
 	/* Field 5 of /proc/PID/stat is the process group (procps, for ps, is
@@ -550,6 +581,7 @@ int main(void)
 		census_test(test_argv_reaches_the_program_unsplit),
 		census_test(test_environment_and_directory_are_the_given_ones),
 		census_test(test_stdio_may_swap_the_callers_fds),
+		census_test(test_stdio_fd_that_names_a_library_fd_fails_as_closed),
 		census_test(test_program_leads_its_own_process_group),
 		census_test(test_program_has_no_controlling_terminal),
 		census_test(test_program_starts_with_default_signals_and_empty_mask),

@@ -17,6 +17,7 @@
 #include "helpers.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <time.h>
 
 static int never[2];   /* a pipe nobody writes: tasks block on it */
@@ -406,6 +407,138 @@ static void test_deadline_removed_in_time_stops_nothing(void **state)
 	errgroup_free(g);
 }
 
+/* Sleeps until the monotonic clock has passed ts. */
+static void sleep_until(const struct timespec *ts)
+{
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, ts, NULL) != 0)
+		;
+}
+
+/* No call looked at the group while its deadline passed: the deadline is
+ * final all the same, and neither removing it nor a later one revives the
+ * group. */
+static void test_deadline_that_passed_unnoticed_is_final(void **state)
+{
+	struct timespec deadline, later;
+	errgroup *g;
+
+	(void)state;
+	for (int replace = 0; replace < 2; replace++) {
+		g = errgroup_new();
+		assert_non_null(g);
+		deadline = in_ms(1);
+		assert_int_equal(errgroup_set_deadline(g, &deadline), 0);
+		sleep_until(&deadline);
+		later = in_ms(WAIT_LIMIT_MS);
+		assert_int_equal(errgroup_set_deadline(g, replace ? &later : NULL), 0);
+		assert_int_equal(errgroup_go(g, succeed, NULL), -ETIMEDOUT);
+		assert_int_equal(errgroup_try_go(g, succeed, NULL), -ETIMEDOUT);
+		assert_null(errgroup_wait(g));
+		errgroup_free(g);
+	}
+	assert_true(no_children_left());
+}
+
+/* Cancellation and the deadline are both final; the first to come says
+ * why go() is refused from then on, also a deadline that passed before
+ * the cancel without anyone noticing. */
+static void test_cancel_and_deadline_the_first_decides(void **state)
+{
+	struct timespec deadline;
+	errgroup *g;
+
+	(void)state;
+	g = errgroup_new();
+	assert_non_null(g);
+	errgroup_cancel(g);
+	deadline = in_ms(0);
+	assert_int_equal(errgroup_set_deadline(g, &deadline), 0);
+	assert_int_equal(errgroup_go(g, succeed, NULL), -ECANCELED);
+	errgroup_free(g);
+
+	g = errgroup_new();
+	assert_non_null(g);
+	deadline = in_ms(1);
+	assert_int_equal(errgroup_set_deadline(g, &deadline), 0);
+	sleep_until(&deadline);
+	errgroup_cancel(g);
+	assert_int_equal(errgroup_go(g, succeed, NULL), -ETIMEDOUT);
+	errgroup_free(g);
+	assert_true(no_children_left());
+}
+
+/*
+ * Another thread sets a timeout while a go() forks: the task gets it, and
+ * so it must get the supervisor that enforces it while the caller is
+ * busy, though its go() had decided that it needed none.  A fork handler
+ * hands over to that thread at the moment of the fork.
+ */
+static errgroup *hook_group;
+static bool hook_armed;
+static int hook_to_thread[2], hook_from_thread[2];
+static pthread_once_t hook_once = PTHREAD_ONCE_INIT;
+
+static void hook_prepare(void)
+{
+	if (!hook_armed)
+		return;
+	hook_armed = false;
+	assert_int_equal(write(hook_to_thread[1], "x", 1), 1);
+	read_byte(hook_from_thread[0]);
+}
+
+static void install_hook(void)
+{
+	pthread_atfork(hook_prepare, NULL, NULL);
+}
+
+static void *set_timeout_when_told(void *arg)
+{
+	int *r = arg;
+
+	if (read_byte(hook_to_thread[0]) < 0)
+		return NULL;
+	*r = errgroup_set_timeout_ms(hook_group, 50);
+	if (write(hook_from_thread[1], "x", 1) != 1)
+		*r = -EIO;
+	return NULL;
+}
+
+static void test_timeout_set_during_a_start_is_kept_while_the_caller_is_busy(void **state)
+{
+	int life[2], r = 1;
+	struct pollfd p;
+	pthread_t thread;
+
+	(void)state;
+	pthread_once(&hook_once, install_hook);
+	hook_group = errgroup_new();
+	assert_non_null(hook_group);
+	assert_int_equal(pipe2(hook_to_thread, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(hook_from_thread, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(life, O_CLOEXEC), 0);
+	assert_int_equal(pthread_create(&thread, NULL, set_timeout_when_told, &r), 0);
+	hook_armed = true;
+	assert_int_equal(errgroup_go(hook_group, block_forever, NULL), 0);
+	assert_false(hook_armed);
+	pthread_join(thread, NULL);
+	assert_int_equal(r, 0);
+	/* The task holds life's write end: the read end hangs up when the
+	 * task dies. */
+	close(life[1]);
+	p = (struct pollfd){ .fd = life[0], .events = POLLIN };
+	assert_int_equal(poll(&p, 1, WAIT_LIMIT_MS), 1);
+	assert_true(p.revents & POLLHUP);
+	close(life[0]);
+	assert_int_equal(errgroup_wait(hook_group)->cause, ERRGROUP_TIMEOUT);
+	drop_words();
+	errgroup_free(hook_group);
+	for (int i = 0; i < 2; i++) {
+		close(hook_to_thread[i]);
+		close(hook_from_thread[i]);
+	}
+}
+
 /* A deadline whose nanoseconds do not fit in 64 bits is centuries away:
  * the group runs as without one, where a wrapped sum would have put it in
  * the past.  The last one is the first whose seconds fit but whose sum
@@ -491,6 +624,9 @@ int main(void)
 		census_test(test_deadline_centuries_away_never_expires),
 		census_test(test_deadline_grace_is_not_cut_by_a_later_timeout),
 		census_test(test_timeout_applies_to_commands),
+		census_test(test_deadline_that_passed_unnoticed_is_final),
+		census_test(test_cancel_and_deadline_the_first_decides),
+		census_test(test_timeout_set_during_a_start_is_kept_while_the_caller_is_busy),
 	};
 
 	census_begin();
