@@ -171,9 +171,10 @@ int errgroup_set_timeout_ms(errgroup *g, unsigned ms);
  * remove it.  One past 2^64 nanoseconds (some 584 years of uptime) is
  * never reached.  NULL removes a deadline that has not expired yet.  Of
  * cancellation and the deadline, both final, the first to come decides
- * what errgroup_go returns.  Returns 0; -EINVAL for a
- * negative tv_sec or a tv_nsec out of range; -EAGAIN when children already
- * run and the supervisor thread cannot be started; -ECHILD.
+ * what errgroup_go returns.  Returns 0; -EINVAL for a negative tv_sec or
+ * a tv_nsec out of range; -EAGAIN when children already run and the
+ * supervisor thread cannot be started (the deadline is set all the same,
+ * and acts when a call next looks); -ECHILD.
  */
 struct timespec;
 int errgroup_set_deadline(errgroup *g, const struct timespec *abs_monotonic);
