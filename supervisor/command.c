@@ -350,7 +350,7 @@ int spawn_command(errgroup *g, const void *what, struct task *t)
 	fdreg_close(report[1]);
 	free(l.files);
 	if (pid > 0 && (flags & CLONE_PIDFD) && pidfd < 0) {
-		abort_child(pid);
+		abort_child(pid, -1);
 		pid = -1;
 	}
 	if (pid < 0) {

@@ -271,7 +271,7 @@ void ended_free(errgroup *g);
  * errno with nothing left behind.  It runs without the group lock. */
 typedef int spawn_fn(errgroup *g, const void *what, struct task *t);
 int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block);
-void abort_child(pid_t pid);
+void abort_child(pid_t pid, int pidfd);
 
 /* command.c */
 int spawn_command(errgroup *g, const void *cmd, struct task *t);

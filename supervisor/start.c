@@ -33,12 +33,21 @@ static bool slot_free(errgroup *g, void *unused)
 	       g->running + g->starting < g->limit;
 }
 
-/* Kills and reaps a child that never became a task; it is ours and not
- * yet reaped, so its pid cannot have been reused. */
-void abort_child(pid_t pid)
+/* Kills and reaps a child that never became a task: through its pidfd
+ * when it has one, which never names a stranger; else by its pid, which
+ * is still its own while the child is ours and unreaped. */
+void abort_child(pid_t pid, int pidfd)
 {
+	siginfo_t si;
 	int r;
 
+	if (pidfd >= 0) {
+		pidfd_send_signal(pidfd, SIGKILL, NULL, 0);
+		do
+			r = waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED);
+		while (r < 0 && errno == EINTR);
+		return;
+	}
 	kill(pid, SIGKILL);
 	do
 		r = waitpid(pid, NULL, 0);
@@ -126,7 +135,7 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 		t->pidfd = fdreg_pidfd_open(pid);
 		if (t->pidfd < 0) {
 			r = t->pidfd;
-			abort_child(pid);
+			abort_child(pid, -1);
 			fdreg_close(lifeline[1]);
 			return r;
 		}
@@ -249,7 +258,7 @@ int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block)
 		g->next_index--;
 		start_failed(g);
 		pthread_mutex_unlock(&g->lock);
-		abort_child(t->pid);
+		abort_child(t->pid, t->pidfd);
 		pthread_mutex_lock(&g->lock);
 		task_release(g, t);
 		goto out;
