@@ -131,6 +131,7 @@ void capture_drain(struct capture *c, const struct job *job, const struct option
 void capture_release(struct capture *c);
 void output_job_ended(struct job *job, const struct options *opts);
 int output_error(void);
+int output_write(int fd, const char *buf, size_t len);
 void output_while_waiting(int fd0, int fd1, void (*fn)(void *), void *arg);
 
 /* report.c */
@@ -139,9 +140,16 @@ void report(const struct joblist *list, const struct options *opts,
 	    const struct outcome *o);
 
 /* joblog.c */
-FILE *joblog_open(const char *path);
-void joblog_write(FILE *log, const struct job *job);
-int joblog_close(FILE *log);
+struct joblog {
+	int fd;
+	char *text;                 /* the lines queued, not yet written */
+	size_t len;
+	int error;                  /* the first error, -errno, or 0 */
+};
+int joblog_open(struct joblog *log, const char *path);
+void joblog_add(struct joblog *log, const struct job *job);
+int joblog_flush(struct joblog *log);
+int joblog_close(struct joblog *log);
 int json_write(const struct joblist *list);
 
 /* progress.c */

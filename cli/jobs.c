@@ -111,14 +111,62 @@ static char **argv_shell(const char *line)
 	return argv;
 }
 
+static bool is_control(unsigned char c)
+{
+	return c < 0x20 || c == 0x7f;
+}
+
+/* Puts text (len bytes) at out + n, if out; returns n + len. */
+static size_t put(char *out, size_t n, const char *text, size_t len)
+{
+	if (out)
+		memcpy(out + n, text, len);
+	return n + len;
+}
+
+/* A word with a control character in $'...', where each is an escape
+ * (\n, \t, \xHH): the command text stays one line, for the job log's
+ * one line per job and the report, and a shell still reads the word
+ * back (bash, zsh, ksh, and POSIX since 2024). */
+static size_t quote_word_escaped(char *out, const char *word)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t n = put(out, 0, "$'", 2);
+	char x[4] = { '\\', 'x' };
+
+	for (const unsigned char *p = (const unsigned char *)word; *p; p++) {
+		if (*p == '\n')
+			n = put(out, n, "\\n", 2);
+		else if (*p == '\t')
+			n = put(out, n, "\\t", 2);
+		else if (*p == '\r')
+			n = put(out, n, "\\r", 2);
+		else if (*p == '\\' || *p == '\'') {
+			x[1] = (char)*p;
+			n = put(out, n, x, 2);
+		} else if (is_control(*p)) {
+			x[1] = 'x';
+			x[2] = hex[*p >> 4];
+			x[3] = hex[*p & 0xf];
+			n = put(out, n, x, 4);
+		} else
+			n = put(out, n, (const char *)p, 1);
+	}
+	return put(out, n, "'", 1);
+}
+
 /* A word as the shell would need it to read it back as one word: as it is
- * when it holds nothing special, else in single quotes. */
+ * when it holds nothing special, else in single quotes, or in $'...' when
+ * it holds a control character. */
 static size_t quote_word(char *out, const char *word)
 {
 	static const char plain[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 				    "0123456789-_./=:,+@%^";
 	size_t n = 0;
 
+	for (const unsigned char *p = (const unsigned char *)word; *p; p++)
+		if (is_control(*p))
+			return quote_word_escaped(out, word);
 	if (word[0] && strspn(word, plain) == strlen(word)) {
 		n = strlen(word);
 		if (out)

@@ -202,17 +202,44 @@ static const struct option long_options[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-/* The option's name as the user wrote it, for messages. */
-static const char *option_text(int c, int index)
+/* The option's name as the user wrote it (-j or --jobs), for messages. */
+static const char *option_text(int c, int index, const char *scanned)
 {
-	static char short_form[3];
+	static char text[32];
 
-	if (c < 256) {
-		short_form[0] = '-';
-		short_form[1] = (char)c;
-		return short_form;
+	if (strncmp(scanned, "--", 2) == 0 && index >= 0)
+		snprintf(text, sizeof text, "--%s", long_options[index].name);
+	else
+		snprintf(text, sizeof text, "-%c", c);
+	return text;
+}
+
+/*
+ * Dies with what is wrong with a long option getopt refused: one that
+ * takes no value given one (--json=yes), one that is short for several
+ * (--jo), or one that does not exist.  getopt_long tells them apart only
+ * by optopt, which is 0 for the last two.
+ */
+static _Noreturn void refuse_long_option(const char *scanned)
+{
+	const char *name = scanned + 2;
+	size_t len = strcspn(name, "="), matches = 0;
+	char list[256] = "";
+
+	for (const struct option *o = long_options; o->name; o++) {
+		if (strncmp(o->name, name, len) != 0)
+			continue;
+		if (strlen(o->name) == len || optopt != 0) {
+			if (name[len] == '=' && o->has_arg == no_argument)
+				die_usage("option '--%s' takes no value", o->name);
+			break;
+		}
+		snprintf(list + strlen(list), sizeof list - strlen(list), "%s--%s",
+			 matches++ ? ", " : "", o->name);
 	}
-	return long_options[index].name;
+	if (matches > 1)
+		die_usage("option '--%.*s' is ambiguous (%s)", (int)len, name, list);
+	die_usage("unknown option '%.*s'", (int)(len + 2), scanned);
 }
 
 /* The option getopt refused, as the user wrote it: within a cluster of
@@ -231,7 +258,7 @@ static const char *refused_option(const char *scanned)
 /* scanned: the argument getopt_long was reading when it returned c. */
 static void parse_option(struct options *opts, int c, int index, const char *scanned)
 {
-	const char *name = option_text(c, index);
+	const char *name = option_text(c, index, scanned);
 
 	switch (c) {
 	case 'j':
@@ -292,6 +319,8 @@ static void parse_option(struct options *opts, int c, int index, const char *sca
 	case ':':
 		die_usage("option '%s' needs a value", refused_option(scanned));
 	default:
+		if (strncmp(scanned, "--", 2) == 0)
+			refuse_long_option(scanned);
 		die_usage("unknown option '%s'", refused_option(scanned));
 	}
 }
@@ -354,6 +383,7 @@ static void parse_options(struct options *opts, int argc, char **argv)
 	opterr = 0;
 	for (;;) {
 		scanning = optind;
+		index = -1;
 		c = getopt_long(argc, argv, "+:j:ka:un:hV", long_options, &index);
 		if (c == -1)
 			break;

@@ -89,15 +89,14 @@ static bool may_block(int fd)
 	return fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
 }
 
-static void write_all(int fd, const char *buf, size_t len)
+/* Writes all of buf to fd, waiting for its reader as long as it takes.
+ * Returns 0 or -errno. */
+int output_write(int fd, const char *buf, size_t len)
 {
-	bool waits;
+	bool waits = may_block(fd);
 	size_t chunk;
 	ssize_t n;
 
-	if (fd < 3 && broken[fd])
-		return;
-	waits = may_block(fd);
 	while (len > 0) {
 		/* At most PIPE_BUF once writable: a pipe's writer then never
 		 * blocks, where it would not see a stop request. */
@@ -114,15 +113,28 @@ static void write_all(int fd, const char *buf, size_t len)
 			waits = true;
 			continue;
 		}
-		if (n < 0) {
-			if (!write_error)
-				write_error = -errno;
-			if (fd < 3)
-				broken[fd] = true;
-			return;
-		}
+		if (n < 0)
+			return -errno;
 		buf += n;
 		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* The jobs' output: once it cannot be written, the rest is dropped, and
+ * run.c stops the jobs. */
+static void write_all(int fd, const char *buf, size_t len)
+{
+	int res;
+
+	if (fd < 3 && broken[fd])
+		return;
+	res = output_write(fd, buf, len);
+	if (res < 0) {
+		if (!write_error)
+			write_error = res;
+		if (fd < 3)
+			broken[fd] = true;
 	}
 }
 

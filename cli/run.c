@@ -15,7 +15,7 @@
  * ended (--one-for-all), a signal came, or our output cannot be written.
  * From then on nothing starts, and the loop runs until every started job
  * has been reaped.  Writing a job's output may wait for its reader; ends
- * and signals are still taken then (on_event_while_writing), so that the
+ * and signals are still taken then (act_on_events_now), so that the
  * decision to stop is never late.
  */
 #define _GNU_SOURCE
@@ -41,8 +41,9 @@ struct run {
 	errgroup *g;
 	int group_fd;               /* errgroup_fd(g), the group's own */
 	int signal_fd;
+	sigset_t signals;           /* what signal_fd takes, blocked meanwhile */
 	int dev_null;               /* the jobs' stdin */
-	FILE *joblog;               /* NULL without --joblog */
+	struct joblog joblog;       /* fd -1 without --joblog */
 	const struct options *opts;
 	struct joblist *list;
 	struct outcome *outcome;
@@ -77,6 +78,7 @@ static void draw_progress(const struct run *r)
 }
 
 static void finish(struct run *r, struct job *job, enum job_state state);
+static void act_on_events_now(void *arg);
 
 /* Cancels the group: SIGTERM to every running job's process group, SIGKILL
  * after the grace period.  A job waiting for a retry will not get it: its
@@ -199,8 +201,20 @@ static bool below_limit(const struct run *r)
 	return r->opts->jobs == 0 || r->running_count < (size_t)r->opts->jobs;
 }
 
+/* Whether a signal came or a job ended, without waiting. */
+static bool events_pending(const struct run *r)
+{
+	struct pollfd p[2] = {
+		{ .fd = r->signal_fd, .events = POLLIN },
+		{ .fd = r->group_fd, .events = POLLIN },
+	};
+
+	return poll(p, 2, 0) > 0;
+}
+
 /* Starts jobs until the limit, or a shortage that the end of a running
- * job will lift. */
+ * job will lift.  Each start is a fork, and hundreds of them (-j 0) take
+ * seconds: a signal or a failure meanwhile stops the starts at once. */
 static void start_jobs(struct run *r)
 {
 	struct job *job;
@@ -210,6 +224,8 @@ static void start_jobs(struct run *r)
 		res = start_one(r, job);
 		if (res == 0) {
 			pop_next(r);
+			if (events_pending(r))
+				act_on_events_now(r);
 			continue;
 		}
 		if (is_transient(res) && r->running_count > 0)
@@ -244,8 +260,8 @@ static void finish(struct run *r, struct job *job, enum job_state state)
 
 	job->state = state;
 	r->done++;
-	if (r->joblog)
-		joblog_write(r->joblog, job);
+	if (r->joblog.fd >= 0)
+		joblog_add(&r->joblog, job);
 	if (state == JOB_FAILED)
 		o->failures[o->failure_count++] = job;
 	if (state == JOB_STOPPED)
@@ -379,12 +395,13 @@ static void on_signal(struct run *r)
 		stop(r);
 }
 
-/* A signal or a job's end while our output waits for its reader
- * (output.c): what stops the group stops it at once.  The ends are kept
- * for reap_all, which writes their output: one job's text never lands
- * inside another's.  Each end taken leaves the group's fd, which so
- * turns unreadable once all are. */
-static void on_event_while_writing(void *arg)
+/* A signal or a job's end while the loop is busy elsewhere, while our
+ * output waits for its reader (output.c) or between two starts: what
+ * stops the group stops it at once.  The ends are kept for reap_all,
+ * which writes their output: one job's text never lands inside
+ * another's.  Each end taken leaves the group's fd, which so turns
+ * unreadable once all are. */
+static void act_on_events_now(void *arg)
 {
 	struct run *r = arg;
 	struct errgroup_exit exit;
@@ -460,7 +477,7 @@ static size_t build_poll_set(struct run *r)
  * that no fd in the set is closed under the loop by a reap. */
 static int wait_once(struct run *r)
 {
-	/* Ends already taken (on_event_while_writing) wait for no event. */
+	/* Ends already taken (act_on_events_now) wait for no event. */
 	int timeout_ms = r->ended_count ? 0 : r->opts->bar ? 1000 : -1;
 	size_t n;
 	int res;
@@ -489,6 +506,13 @@ static int loop(struct run *r)
 	int res;
 
 	for (;;) {
+		/* Output that cannot be written (its reader left: EPIPE) is
+		 * lost: stop rather than run every job into the void.  So is a
+		 * job log that cannot be (teardown reports it). */
+		if (r->joblog.fd >= 0 && joblog_flush(&r->joblog) < 0)
+			stop(r);
+		if (output_error())
+			stop(r);
 		start_jobs(r);
 		if (r->running_count == 0 && (r->stopping || !peek_next(r)))
 			return 0;
@@ -497,29 +521,30 @@ static int loop(struct run *r)
 			warn("cannot wait for the jobs: %s", strerror(-res));
 			return res;
 		}
-		/* Output that cannot be written (its reader left: EPIPE) is
-		 * lost: stop rather than run every job into the void. */
-		if (output_error())
-			stop(r);
 	}
 }
 
-/* SIGINT, SIGTERM, SIGHUP and SIGTSTP come through a signalfd.  They are
+/*
+ * SIGINT, SIGTERM, SIGHUP and SIGTSTP come through a signalfd.  They are
  * blocked before the group exists, so that its supervisor thread, which
- * inherits the mask, never takes one; the jobs start with an empty mask. */
-static int open_signal_fd(void)
+ * inherits the mask, never takes one; the jobs start with an empty mask.
+ * One that errgroup was started with ignored (nohup, a background command
+ * of a script) stays ignored: blocked, it would be queued all the same.
+ * The set is kept, to unblock once the jobs are done (teardown).
+ */
+static int open_signal_fd(sigset_t *set)
 {
-	sigset_t set;
+	static const int taken[] = { SIGINT, SIGTERM, SIGHUP, SIGTSTP };
+	struct sigaction old;
 	int fd;
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGTSTP);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+	sigemptyset(set);
+	for (size_t i = 0; i < sizeof taken / sizeof taken[0]; i++)
+		if (sigaction(taken[i], NULL, &old) < 0 || old.sa_handler != SIG_IGN)
+			sigaddset(set, taken[i]);
+	if (sigprocmask(SIG_BLOCK, set, NULL) < 0)
 		return -errno;
-	fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	fd = signalfd(-1, set, SFD_CLOEXEC | SFD_NONBLOCK);
 	return fd < 0 ? -errno : fd;
 }
 
@@ -549,7 +574,7 @@ static int setup(struct run *r)
 	 * (LISTEN_PID and WATCHDOG_PID name errgroup, so jobs ignore those.)
 	 * Unset while errgroup is still one thread: the jobs get environ. */
 	unsetenv("NOTIFY_SOCKET");
-	res = r->signal_fd = open_signal_fd();
+	res = r->signal_fd = open_signal_fd(&r->signals);
 	if (res < 0) {
 		warn("cannot catch signals: %s", strerror(-res));
 		return res;
@@ -560,11 +585,11 @@ static int setup(struct run *r)
 		return -errno;
 	}
 	if (r->opts->joblog_path) {
-		r->joblog = joblog_open(r->opts->joblog_path);
-		if (!r->joblog) {
+		res = joblog_open(&r->joblog, r->opts->joblog_path);
+		if (res < 0) {
 			warn("cannot write the job log %s: %s", r->opts->joblog_path,
-			     strerror(errno));
-			return -errno;
+			     strerror(-res));
+			return res;
 		}
 	}
 	/* Each job is at most once in each of these. */
@@ -581,7 +606,7 @@ static int setup(struct run *r)
 		warn("cannot make the group: %s", strerror(-res));
 		return res;
 	}
-	output_while_waiting(r->signal_fd, r->group_fd, on_event_while_writing, r);
+	output_while_waiting(r->signal_fd, r->group_fd, act_on_events_now, r);
 	return 0;
 }
 
@@ -589,8 +614,8 @@ static int setup(struct run *r)
 static void teardown(struct run *r)
 {
 	r->outcome->group = r->g;
-	if (r->joblog) {
-		int res = joblog_close(r->joblog);
+	if (r->joblog.fd >= 0) {
+		int res = joblog_close(&r->joblog);
 
 		if (res < 0) {
 			warn("cannot write the job log %s: %s", r->opts->joblog_path,
@@ -602,8 +627,13 @@ static void teardown(struct run *r)
 	if (r->dev_null >= 0)
 		close(r->dev_null);
 	output_while_waiting(-1, -1, NULL, NULL);
-	if (r->signal_fd >= 0)
+	/* The jobs are done: a signal now ends errgroup at once, as any
+	 * program, while it writes the report and --json to a reader that
+	 * may not read.  Blocked, it would wait, and then be lost. */
+	if (r->signal_fd >= 0) {
 		close(r->signal_fd);
+		sigprocmask(SIG_UNBLOCK, &r->signals, NULL);
+	}
 	free(r->retries);
 	free(r->running);
 	free(r->ended);
@@ -619,6 +649,7 @@ int run(struct joblist *list, const struct options *opts, struct outcome *ret)
 		.group_fd = -1,
 		.signal_fd = -1,
 		.dev_null = -1,
+		.joblog = { .fd = -1 },
 		.opts = opts,
 		.list = list,
 		.outcome = ret,

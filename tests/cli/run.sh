@@ -113,6 +113,9 @@ only one ::: is allowed|echo ::: a ::: b
 --tag needs the output captured|--tag -u echo ::: a
 --bar needs the output captured|--bar -u echo ::: a
 '0x10' is not a number of seconds|--timeout 0x10 true
+--jobs: 'x' is not a whole number|--jobs x true
+option '--jo' is ambiguous (--jobs, --joblog)|--jo 2 true
+option '--json' takes no value|--json=yes true
 EOF
 }
 
@@ -507,6 +510,20 @@ watch() {
 	watchdog=$!
 }
 
+# drain FIFO: reads FIFO to its end in the background, as $drainer.  A
+# drainer whose writer had already gone waits to open FIFO for ever:
+# undrain ends it once errgroup was waited for (what errgroup wrote was
+# read by then).
+drain() {
+	cat "$1" >/dev/null &
+	drainer=$!
+}
+
+undrain() {
+	kill "$drainer" 2>/dev/null
+	wait "$drainer" 2>/dev/null
+}
+
 # Starts errgroup in the background on jobs that record their pids and
 # their grandchildren's, waits until all run, sends it signal $1.
 signal_errgroup() {
@@ -552,7 +569,7 @@ sleeping_in_write() {
 # Were that seen too early, the test would pass without the fix; it
 # never fails with it.
 test_signal_stops_jobs_while_output_waits_for_its_reader() {
-	local pid watchdog reader job n=0 still=0
+	local pid watchdog reader drainer job n=0 still=0
 	mkfifo "$D/fifo"
 	sleep 1000 <"$D/fifo" &
 	reader=$!
@@ -573,10 +590,11 @@ test_signal_stops_jobs_while_output_waits_for_its_reader() {
 	kill -TERM "$pid"
 	gone "$job"
 	# Now the output flows, and errgroup ends as stopped by SIGTERM.
-	cat "$D/fifo" >/dev/null &
+	drain "$D/fifo"
 	{ wait "$pid"; } 2>/dev/null
 	rc=$?
 	wait "$watchdog"
+	undrain
 	kill "$reader" 2>/dev/null
 	wait "$reader" 2>/dev/null
 	expect_rc 143
@@ -588,7 +606,7 @@ test_signal_stops_jobs_while_output_waits_for_its_reader() {
 # reader that reads nothing until the function STEP has returned; $rc as
 # with eg.
 with_paused_reader() {
-	local step=$1 pid watchdog reader
+	local step=$1 pid watchdog reader drainer
 	shift
 	mkfifo "$D/fifo"
 	sleep 1000 <"$D/fifo" &
@@ -597,10 +615,11 @@ with_paused_reader() {
 	pid=$!
 	watch "$pid"
 	"$step"
-	cat "$D/fifo" >/dev/null &
+	drain "$D/fifo"
 	wait "$pid"
 	rc=$?
 	wait "$watchdog"
+	undrain
 	kill "$reader" 2>/dev/null
 	wait "$reader" 2>/dev/null
 }
@@ -778,6 +797,166 @@ test_ctrl_z_in_an_orphaned_process_group_leaves_no_job_stopped() {
 	expect_rc 143
 	# shellcheck disable=SC2046
 	gone $(recorded_pids)
+}
+
+# A signal errgroup was started with ignored (nohup; SIGINT for a
+# background command of a script) stays ignored: blocked for the
+# signalfd, it would have been queued all the same.
+test_signals_ignored_at_start_stay_ignored() {
+	local pid watchdog
+	(trap '' HUP INT TERM; exec "$EG" sh -c "echo > $D/up; $AWAIT $D/go" ::: a >"$D/out" 2>"$D/err") &
+	pid=$!
+	watch "$pid"
+	"$AWAIT" "$D/up" || fail "the job did not start"
+	kill -HUP "$pid"
+	kill -INT "$pid"
+	kill -TERM "$pid"
+	touch "$D/go"
+	wait "$pid"
+	rc=$?
+	wait "$watchdog"
+	expect_rc 0
+}
+
+# Step for with_paused_reader: every job has ended, and errgroup sleeps,
+# five times running: it waits to write the end of its output.
+jobs_done_and_errgroup_waits() {
+	local n=0 still=0
+	while [ $still -lt 5 ] && [ $n -lt 2000 ]; do
+		if [ -z "$(cat /proc/"$pid"/task/*/children 2>/dev/null | tr -d ' ')" ] &&
+			[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = S ]; then
+			still=$((still + 1))
+		else
+			still=0
+		fi
+		n=$((n + 1))
+		sleep 0.01
+	done
+}
+
+# Once the jobs are done, a signal ends errgroup at once, as any program:
+# blocked for the signalfd, it waited while --json waited for its reader,
+# and was then lost (status 0).  The reader never reads.
+test_signal_after_the_jobs_ends_errgroup_at_once() {
+	local pid watchdog reader
+	mkfifo "$D/fifo"
+	sleep 1000 <"$D/fifo" &
+	reader=$!
+	# shellcheck disable=SC2046
+	"$EG" --json -j 20 true ::: $(seq 500) >"$D/fifo" 2>"$D/err" &
+	pid=$!
+	watch "$pid"
+	jobs_done_and_errgroup_waits
+	kill -TERM "$pid"
+	wait "$pid"
+	rc=$?
+	wait "$watchdog"
+	kill "$reader" 2>/dev/null
+	wait "$reader" 2>/dev/null
+	expect_rc 143
+}
+
+# A job may leave the stdout it shares (-u) non-blocking, as Node.js does:
+# --json still writes every line, waiting for the reader.
+test_json_survives_a_stdout_a_job_made_non_blocking() {
+	# shellcheck disable=SC2046
+	with_paused_reader jobs_done_and_errgroup_waits -u --json -j 4 \
+		perl -e 'use Fcntl; fcntl(STDOUT, F_SETFL, fcntl(STDOUT, F_GETFL, 0) | O_NONBLOCK)' \
+		::: $(seq 400)
+	expect_rc 0
+}
+
+# Starting hundreds of jobs (-j 0) takes a fork each: a failure, or a
+# signal, that comes meanwhile stops the starts at once, not once every
+# job has started.
+test_failure_or_signal_during_a_burst_of_starts_stops_it() {
+	local args=() i
+	for i in $(seq 300); do
+		args+=("exec sleep 1000")
+	done
+	eg -j 0 --grace 0 sh -c '{}' ::: 'exit 3' "${args[@]}"
+	expect_rc 3
+	grep -qE ', [1-9][0-9]* never started' "$D/err" || fail "every job started after the failure"
+	# shellcheck disable=SC2016
+	eg -j 0 --grace 0 sh -c '{}' ::: 'kill -TERM $PPID; exec sleep 1000' "${args[@]}"
+	expect_rc 143
+	grep -qE ', [1-9][0-9]* never started' "$D/err" || fail "every job started after the signal"
+}
+
+# A job log on a pipe whose reader pauses holds up no stop: its lines
+# wait, as the jobs' output does.  Long commands fill the pipe.
+test_job_log_whose_reader_pauses_holds_up_no_stop() {
+	local long i pid watchdog reader drainer n=0 still=0
+	long=$(printf '%04000d' 0)
+	{
+		echo "echo \$\$ > $D/pid.s; exec sleep 1000"
+		for i in $(seq 29); do
+			echo ": $long; touch $D/q.$i"
+		done
+	} >"$D/jobs"
+	mkfifo "$D/log"
+	sleep 1000 <"$D/log" &
+	reader=$!
+	"$EG" -j 0 --grace 1 --joblog "$D/log" -a "$D/jobs" >"$D/out" 2>"$D/err" &
+	pid=$!
+	watch "$pid"
+	# shellcheck disable=SC2046
+	"$AWAIT" "$D/pid.s" $(for i in $(seq 29); do echo "$D/q.$i"; done) || fail "the jobs did not start"
+	while [ $still -lt 5 ] && [ $n -lt 1000 ]; do
+		if [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = S ]; then
+			still=$((still + 1))
+		else
+			still=0
+		fi
+		n=$((n + 1))
+		sleep 0.01
+	done
+	kill -TERM "$pid"
+	gone "$(cat "$D/pid.s")"
+	drain "$D/log"
+	wait "$pid"
+	rc=$?
+	wait "$watchdog"
+	undrain
+	kill "$reader" 2>/dev/null
+	wait "$reader" 2>/dev/null
+	expect_rc 143
+}
+
+# A job log whose reader went away is errgroup's own failure, as its
+# stdout's is: the jobs stop, the message names the cause, status 125.
+test_job_log_that_cannot_be_written_stops_the_jobs() {
+	local args=() i reader
+	for i in $(seq 50); do
+		args+=("$i")
+	done
+	mkfifo "$D/log"
+	sh -c "head -c 1 >/dev/null; touch $D/reader_gone" <"$D/log" &
+	reader=$!
+	eg -j 1 --joblog "$D/log" sh -c "$AWAIT $D/reader_gone" ::: "${args[@]}"
+	wait "$reader"
+	expect_rc 125
+	expect_err "cannot write the job log $D/log: Broken pipe"
+	grep -qE ', [1-9][0-9]* never started' "$D/err" || fail "every job ran"
+}
+
+# JSON text is UTF-8: bytes that are not are written as U+FFFD.
+test_json_is_valid_utf8() {
+	eg --json true ::: $'caf\xe9' $'caf\xc3\xa9'
+	expect_rc 0
+	grep -q '"name":"caf\\ufffd"' "$D/out" || fail "the invalid byte was not replaced: $(head -1 "$D/out")"
+	grep -q $'"name":"caf\xc3\xa9"' "$D/out" || fail "valid UTF-8 was changed: $(tail -1 "$D/out")"
+}
+
+# An argument with a newline or a tab is shown in $'...' quotes: the job
+# log keeps one line of nine columns per job, the report one line.
+test_control_characters_in_arguments_keep_one_line_per_job() {
+	eg -k --joblog "$D/log" sh -c 'exit 3' ::: $'a\nb' $'c\td'
+	expect_rc 3
+	[ "$(wc -l <"$D/log")" -eq 3 ] || fail "the job log has $(wc -l <"$D/log") lines for 2 jobs"
+	awk -F'\t' 'NF != 9 { bad = 1 } END { exit bad }' "$D/log" || fail "a job log line is not 9 columns"
+	grep -qF "sh -c 'exit 3' \$'a\\nb'" "$D/log" || fail "no \$'a\\nb' in the job log"
+	expect_err "\$'c\\td'"
 }
 
 test_bar_draws_on_a_terminal() {
