@@ -389,10 +389,17 @@ static bool take_signals(struct run *r)
 	return any;
 }
 
+/* A signal that comes while the jobs are being stopped already (a second
+ * Ctrl-C, or one after a failure) is impatience: no more grace. */
 static void on_signal(struct run *r)
 {
-	if (take_signals(r))
-		stop(r);
+	bool stopping = r->stopping;
+
+	if (!take_signals(r))
+		return;
+	if (stopping)
+		errgroup_signal(r->g, SIGKILL);
+	stop(r);
 }
 
 /* A signal or a job's end while the loop is busy elsewhere, while our

@@ -799,6 +799,27 @@ test_ctrl_z_in_an_orphaned_process_group_leaves_no_job_stopped() {
 	gone $(recorded_pids)
 }
 
+# A second signal while the jobs have their grace kills them at once:
+# the job here outlives its SIGTERM, and the grace is a minute.
+test_second_signal_kills_the_jobs_at_once() {
+	local pid watchdog
+	cat >"$D/jobs" <<EOF
+trap 'echo > $D/term' TERM; echo \$\$ > $D/pid.1; while :; do sleep 1; done
+EOF
+	env --default-signal=INT "$EG" --grace 60 -a "$D/jobs" >"$D/out" 2>"$D/err" &
+	pid=$!
+	watch "$pid"
+	"$AWAIT" "$D/pid.1" || fail "the job did not start"
+	kill -INT "$pid"
+	"$AWAIT" "$D/term" || fail "the job got no SIGTERM"
+	kill -INT "$pid"
+	gone "$(cat "$D/pid.1")"
+	{ wait "$pid"; } 2>/dev/null
+	rc=$?
+	wait "$watchdog"
+	expect_rc 130
+}
+
 # A signal errgroup was started with ignored (nohup; SIGINT for a
 # background command of a script) stays ignored: blocked for the
 # signalfd, it would have been queued all the same.
