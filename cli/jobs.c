@@ -125,14 +125,15 @@ static size_t put(char *out, size_t n, const char *text, size_t len)
 }
 
 /* A word with a control character in $'...', where each is an escape
- * (\n, \t, \xHH): the command text stays one line, for the job log's
- * one line per job and the report, and a shell still reads the word
- * back (bash, zsh, ksh, and POSIX since 2024). */
+ * (\n, \t, \ooo): the command text stays one line, for the job log's one
+ * line per job and the report, and a shell still reads the word back
+ * (bash, zsh, ksh, mksh, and POSIX since 2024).  Octal, in three digits:
+ * ksh and mksh read every hex digit after \x, so that \x01 followed by
+ * "b" would read as \x1b. */
 static size_t quote_word_escaped(char *out, const char *word)
 {
-	static const char hex[] = "0123456789abcdef";
 	size_t n = put(out, 0, "$'", 2);
-	char x[4] = { '\\', 'x' };
+	char x[4] = { '\\' };
 
 	for (const unsigned char *p = (const unsigned char *)word; *p; p++) {
 		if (*p == '\n')
@@ -145,9 +146,9 @@ static size_t quote_word_escaped(char *out, const char *word)
 			x[1] = (char)*p;
 			n = put(out, n, x, 2);
 		} else if (is_control(*p)) {
-			x[1] = 'x';
-			x[2] = hex[*p >> 4];
-			x[3] = hex[*p & 0xf];
+			x[1] = (char)('0' + (*p >> 6));
+			x[2] = (char)('0' + (*p >> 3 & 7));
+			x[3] = (char)('0' + (*p & 7));
 			n = put(out, n, x, 4);
 		} else
 			n = put(out, n, (const char *)p, 1);

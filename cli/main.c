@@ -226,6 +226,8 @@ static _Noreturn void refuse_long_option(const char *scanned)
 	size_t len = strcspn(name, "="), matches = 0;
 	char list[256] = "";
 
+	if (len == 0)
+		die_usage("unknown option '%s'", scanned);
 	for (const struct option *o = long_options; o->name; o++) {
 		if (strncmp(o->name, name, len) != 0)
 			continue;

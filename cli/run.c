@@ -41,7 +41,7 @@ struct run {
 	errgroup *g;
 	int group_fd;               /* errgroup_fd(g), the group's own */
 	int signal_fd;
-	sigset_t signals;           /* what signal_fd takes, blocked meanwhile */
+	sigset_t mask;              /* the signal mask errgroup started with */
 	int dev_null;               /* the jobs' stdin */
 	struct joblog joblog;       /* fd -1 without --joblog */
 	const struct options *opts;
@@ -537,21 +537,23 @@ static int loop(struct run *r)
  * inherits the mask, never takes one; the jobs start with an empty mask.
  * One that errgroup was started with ignored (nohup, a background command
  * of a script) stays ignored: blocked, it would be queued all the same.
- * The set is kept, to unblock once the jobs are done (teardown).
+ * The mask errgroup started with is kept in *mask, to go back to once the
+ * jobs are done (teardown).
  */
-static int open_signal_fd(sigset_t *set)
+static int open_signal_fd(sigset_t *mask)
 {
 	static const int taken[] = { SIGINT, SIGTERM, SIGHUP, SIGTSTP };
 	struct sigaction old;
+	sigset_t set;
 	int fd;
 
-	sigemptyset(set);
+	sigemptyset(&set);
 	for (size_t i = 0; i < sizeof taken / sizeof taken[0]; i++)
 		if (sigaction(taken[i], NULL, &old) < 0 || old.sa_handler != SIG_IGN)
-			sigaddset(set, taken[i]);
-	if (sigprocmask(SIG_BLOCK, set, NULL) < 0)
+			sigaddset(&set, taken[i]);
+	if (sigprocmask(SIG_BLOCK, &set, mask) < 0)
 		return -errno;
-	fd = signalfd(-1, set, SFD_CLOEXEC | SFD_NONBLOCK);
+	fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	return fd < 0 ? -errno : fd;
 }
 
@@ -581,7 +583,7 @@ static int setup(struct run *r)
 	 * (LISTEN_PID and WATCHDOG_PID name errgroup, so jobs ignore those.)
 	 * Unset while errgroup is still one thread: the jobs get environ. */
 	unsetenv("NOTIFY_SOCKET");
-	res = r->signal_fd = open_signal_fd(&r->signals);
+	res = r->signal_fd = open_signal_fd(&r->mask);
 	if (res < 0) {
 		warn("cannot catch signals: %s", strerror(-res));
 		return res;
@@ -621,6 +623,15 @@ static int setup(struct run *r)
 static void teardown(struct run *r)
 {
 	r->outcome->group = r->g;
+	output_while_waiting(-1, -1, NULL, NULL);
+	/* The jobs are done: a signal now ends errgroup at once, as any
+	 * program, while it writes the rest of the job log, the report and
+	 * --json to readers that may not read.  Blocked, it would wait, and
+	 * then be lost. */
+	if (r->signal_fd >= 0) {
+		close(r->signal_fd);
+		sigprocmask(SIG_SETMASK, &r->mask, NULL);
+	}
 	if (r->joblog.fd >= 0) {
 		int res = joblog_close(&r->joblog);
 
@@ -633,14 +644,6 @@ static void teardown(struct run *r)
 	}
 	if (r->dev_null >= 0)
 		close(r->dev_null);
-	output_while_waiting(-1, -1, NULL, NULL);
-	/* The jobs are done: a signal now ends errgroup at once, as any
-	 * program, while it writes the report and --json to a reader that
-	 * may not read.  Blocked, it would wait, and then be lost. */
-	if (r->signal_fd >= 0) {
-		close(r->signal_fd);
-		sigprocmask(SIG_UNBLOCK, &r->signals, NULL);
-	}
 	free(r->retries);
 	free(r->running);
 	free(r->ended);

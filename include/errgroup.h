@@ -327,8 +327,10 @@ void errgroup_cancel(errgroup *g);
  * group's own timers run on while its tasks are stopped, and a task
  * stopped when the group cancels it or its time runs out gets SIGCONT
  * after the SIGTERM, so that it sees it.  sig 0 sends nothing and counts
- * the running children.  Returns how many children it signalled, or
- * -EINVAL (sig is not a signal number), -ECHILD.
+ * the running children.  It takes the group's lock: not from a signal
+ * handler (pass the signal on from a signalfd or a self-pipe instead).
+ * Returns how many children it sent the signal to, or -EINVAL (sig is not
+ * a signal number), -ECHILD.
  */
 int errgroup_signal(errgroup *g, int sig);
 

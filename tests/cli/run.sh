@@ -904,6 +904,14 @@ test_failure_or_signal_during_a_burst_of_starts_stops_it() {
 	grep -qE ', [1-9][0-9]* never started' "$D/err" || fail "every job started after the signal"
 }
 
+# waiting_to_write PID: errgroup sleeps in the poll of a write that waits
+# for its reader (output.c wait_writable: 3 fds, where the loop's poll has
+# 2 and 2 per running job).  x86-64 system call numbers, as above.
+waiting_to_write() {
+	[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = S ] &&
+		[ "$(cut -d' ' -f1,3 "/proc/$1/syscall" 2>/dev/null)" = "7 0x3" ]
+}
+
 # A job log on a pipe whose reader pauses holds up no stop: its lines
 # wait, as the jobs' output does.  Long commands fill the pipe.
 test_job_log_whose_reader_pauses_holds_up_no_stop() {
@@ -924,7 +932,7 @@ test_job_log_whose_reader_pauses_holds_up_no_stop() {
 	# shellcheck disable=SC2046
 	"$AWAIT" "$D/pid.s" $(for i in $(seq 29); do echo "$D/q.$i"; done) || fail "the jobs did not start"
 	while [ $still -lt 5 ] && [ $n -lt 1000 ]; do
-		if [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = S ]; then
+		if waiting_to_write "$pid"; then
 			still=$((still + 1))
 		else
 			still=0
@@ -932,6 +940,7 @@ test_job_log_whose_reader_pauses_holds_up_no_stop() {
 		n=$((n + 1))
 		sleep 0.01
 	done
+	[ $still -eq 5 ] || fail "errgroup never waited to write the job log"
 	kill -TERM "$pid"
 	gone "$(cat "$D/pid.s")"
 	drain "$D/log"
@@ -978,6 +987,10 @@ test_control_characters_in_arguments_keep_one_line_per_job() {
 	awk -F'\t' 'NF != 9 { bad = 1 } END { exit bad }' "$D/log" || fail "a job log line is not 9 columns"
 	grep -qF "sh -c 'exit 3' \$'a\\nb'" "$D/log" || fail "no \$'a\\nb' in the job log"
 	expect_err "\$'c\\td'"
+	# Other control characters in octal: ksh reads every hex digit after
+	# \x, and \x01 before "b" would be \x1b there.
+	eg --joblog "$D/log" true ::: $'a\001b'
+	grep -qF "true \$'a\\001b'" "$D/log" || fail "no \$'a\\001b' in the job log: $(tail -1 "$D/log")"
 }
 
 test_bar_draws_on_a_terminal() {
