@@ -556,10 +556,49 @@ test_signals_stop_every_job() {
 	done
 }
 
+# asleep PID: the process sleeps (state S).
+asleep() {
+	[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = S ]
+}
+
 # sleeping_in_write PID: the process sleeps in write(2).
 sleeping_in_write() {
-	[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = S ] &&
-		[ "$(cut -d' ' -f1 "/proc/$1/syscall" 2>/dev/null)" = 1 ]
+	asleep "$1" && [ "$(cut -d' ' -f1 "/proc/$1/syscall" 2>/dev/null)" = 1 ]
+}
+
+# steadily TRIES COMMAND...: COMMAND holds five times running, 10 ms
+# apart, within TRIES tries; a state seen once may be one passing by.
+steadily() {
+	local tries=$1 n=0 still=0
+	shift
+	while [ $still -lt 5 ] && [ $n -lt "$tries" ]; do
+		if "$@"; then
+			still=$((still + 1))
+		else
+			still=0
+		fi
+		n=$((n + 1))
+		sleep 0.01
+	done
+	[ $still -eq 5 ]
+}
+
+# pause_reader FIFO: makes the fifo, and a reader of it that reads
+# nothing, as $reader; end_reader ends that reader.
+pause_reader() {
+	mkfifo "$1"
+	sleep 1000 <"$1" &
+	reader=$!
+}
+
+end_reader() {
+	kill "$reader" 2>/dev/null
+	wait "$reader" 2>/dev/null
+}
+
+# The job $job sleeps in write, its pipe full, and errgroup ($pid) sleeps.
+job_and_errgroup_asleep() {
+	sleeping_in_write "$job" && asleep "$pid"
 }
 
 # A reader that stops reading (a paused pager) leaves errgroup waiting to
@@ -569,24 +608,14 @@ sleeping_in_write() {
 # Were that seen too early, the test would pass without the fix; it
 # never fails with it.
 test_signal_stops_jobs_while_output_waits_for_its_reader() {
-	local pid watchdog reader drainer job n=0 still=0
-	mkfifo "$D/fifo"
-	sleep 1000 <"$D/fifo" &
-	reader=$!
+	local pid watchdog reader drainer job
+	pause_reader "$D/fifo"
 	"$EG" --line-buffer sh -c 'echo $$ > pid.1; exec yes' ::: a >"$D/fifo" 2>"$D/err" &
 	pid=$!
 	watch "$pid"
 	"$AWAIT" "$D/pid.1" || fail "the job did not start"
 	job=$(cat "$D/pid.1")
-	while [ $still -lt 5 ] && [ $n -lt 1000 ]; do
-		if sleeping_in_write "$job" && [ "$(awk '{print $3}' "/proc/$pid/stat")" = S ]; then
-			still=$((still + 1))
-		else
-			still=0
-		fi
-		n=$((n + 1))
-		sleep 0.01
-	done
+	steadily 1000 job_and_errgroup_asleep
 	kill -TERM "$pid"
 	gone "$job"
 	# Now the output flows, and errgroup ends as stopped by SIGTERM.
@@ -595,8 +624,7 @@ test_signal_stops_jobs_while_output_waits_for_its_reader() {
 	rc=$?
 	wait "$watchdog"
 	undrain
-	kill "$reader" 2>/dev/null
-	wait "$reader" 2>/dev/null
+	end_reader
 	expect_rc 143
 	expect_err "stopped by SIGTERM"
 	expect_err "0 of 1 job failed, 1 stopped"
@@ -608,9 +636,7 @@ test_signal_stops_jobs_while_output_waits_for_its_reader() {
 with_paused_reader() {
 	local step=$1 pid watchdog reader drainer
 	shift
-	mkfifo "$D/fifo"
-	sleep 1000 <"$D/fifo" &
-	reader=$!
+	pause_reader "$D/fifo"
 	"$EG" "$@" >"$D/fifo" 2>"$D/err" &
 	pid=$!
 	watch "$pid"
@@ -620,8 +646,7 @@ with_paused_reader() {
 	rc=$?
 	wait "$watchdog"
 	undrain
-	kill "$reader" 2>/dev/null
-	wait "$reader" 2>/dev/null
+	end_reader
 }
 
 # The job that records its pid in $D/pid.s is stopped, while the reader
@@ -839,20 +864,15 @@ test_signals_ignored_at_start_stay_ignored() {
 	expect_rc 0
 }
 
+# errgroup ($pid) has no child left, and sleeps.
+no_job_and_errgroup_asleep() {
+	[ -z "$(cat /proc/"$pid"/task/*/children 2>/dev/null | tr -d ' ')" ] && asleep "$pid"
+}
+
 # Step for with_paused_reader: every job has ended, and errgroup sleeps,
 # five times running: it waits to write the end of its output.
 jobs_done_and_errgroup_waits() {
-	local n=0 still=0
-	while [ $still -lt 5 ] && [ $n -lt 2000 ]; do
-		if [ -z "$(cat /proc/"$pid"/task/*/children 2>/dev/null | tr -d ' ')" ] &&
-			[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = S ]; then
-			still=$((still + 1))
-		else
-			still=0
-		fi
-		n=$((n + 1))
-		sleep 0.01
-	done
+	steadily 2000 no_job_and_errgroup_asleep
 }
 
 # Once the jobs are done, a signal ends errgroup at once, as any program:
@@ -860,9 +880,7 @@ jobs_done_and_errgroup_waits() {
 # and was then lost (status 0).  The reader never reads.
 test_signal_after_the_jobs_ends_errgroup_at_once() {
 	local pid watchdog reader
-	mkfifo "$D/fifo"
-	sleep 1000 <"$D/fifo" &
-	reader=$!
+	pause_reader "$D/fifo"
 	# shellcheck disable=SC2046
 	"$EG" --json -j 20 true ::: $(seq 500) >"$D/fifo" 2>"$D/err" &
 	pid=$!
@@ -872,8 +890,7 @@ test_signal_after_the_jobs_ends_errgroup_at_once() {
 	wait "$pid"
 	rc=$?
 	wait "$watchdog"
-	kill "$reader" 2>/dev/null
-	wait "$reader" 2>/dev/null
+	end_reader
 	expect_rc 143
 }
 
@@ -908,14 +925,13 @@ test_failure_or_signal_during_a_burst_of_starts_stops_it() {
 # for its reader (output.c wait_writable: 3 fds, where the loop's poll has
 # 2 and 2 per running job).  x86-64 system call numbers, as above.
 waiting_to_write() {
-	[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = S ] &&
-		[ "$(cut -d' ' -f1,3 "/proc/$1/syscall" 2>/dev/null)" = "7 0x3" ]
+	asleep "$1" && [ "$(cut -d' ' -f1,3 "/proc/$1/syscall" 2>/dev/null)" = "7 0x3" ]
 }
 
 # A job log on a pipe whose reader pauses holds up no stop: its lines
 # wait, as the jobs' output does.  Long commands fill the pipe.
 test_job_log_whose_reader_pauses_holds_up_no_stop() {
-	local long i pid watchdog reader drainer n=0 still=0
+	local long i pid watchdog reader drainer
 	long=$(printf '%04000d' 0)
 	{
 		echo "echo \$\$ > $D/pid.s; exec sleep 1000"
@@ -923,24 +939,13 @@ test_job_log_whose_reader_pauses_holds_up_no_stop() {
 			echo ": $long; touch $D/q.$i"
 		done
 	} >"$D/jobs"
-	mkfifo "$D/log"
-	sleep 1000 <"$D/log" &
-	reader=$!
+	pause_reader "$D/log"
 	"$EG" -j 0 --grace 1 --joblog "$D/log" -a "$D/jobs" >"$D/out" 2>"$D/err" &
 	pid=$!
 	watch "$pid"
 	# shellcheck disable=SC2046
 	"$AWAIT" "$D/pid.s" $(for i in $(seq 29); do echo "$D/q.$i"; done) || fail "the jobs did not start"
-	while [ $still -lt 5 ] && [ $n -lt 1000 ]; do
-		if waiting_to_write "$pid"; then
-			still=$((still + 1))
-		else
-			still=0
-		fi
-		n=$((n + 1))
-		sleep 0.01
-	done
-	[ $still -eq 5 ] || fail "errgroup never waited to write the job log"
+	steadily 1000 waiting_to_write "$pid" || fail "errgroup never waited to write the job log"
 	kill -TERM "$pid"
 	gone "$(cat "$D/pid.s")"
 	drain "$D/log"
@@ -948,8 +953,7 @@ test_job_log_whose_reader_pauses_holds_up_no_stop() {
 	rc=$?
 	wait "$watchdog"
 	undrain
-	kill "$reader" 2>/dev/null
-	wait "$reader" 2>/dev/null
+	end_reader
 	expect_rc 143
 }
 
