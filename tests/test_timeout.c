@@ -294,24 +294,30 @@ static void test_timeout_under_cancel_on_error_cancels_the_rest(void **state)
 	errgroup_free(g);
 }
 
-/* The caller never waits: the supervisor's timer must stop the task.  The
- * task holds the write end of a pipe from its fork, so the read end hangs
- * up when it dies, however early. */
+/* life is a pipe made before the task's fork, so that the task holds its
+ * write end: once ours is closed, the read end hangs up when the task
+ * dies, however early.  Fails after WAIT_LIMIT_MS; closes the pipe. */
+static void assert_task_dies(int life[2])
+{
+	struct pollfd p = { .fd = life[0], .events = POLLIN };
+
+	close(life[1]);
+	assert_int_equal(poll(&p, 1, WAIT_LIMIT_MS), 1);
+	assert_true(p.revents & POLLHUP);
+	close(life[0]);
+}
+
+/* The caller never waits: the supervisor's timer must stop the task. */
 static void test_timeout_fires_while_the_caller_is_busy(void **state)
 {
 	errgroup *g = errgroup_new();
-	struct pollfd p;
 	int life[2];
 
 	(void)state;
 	assert_int_equal(pipe2(life, O_CLOEXEC), 0);
 	errgroup_set_timeout_ms(g, 50);
 	assert_int_equal(errgroup_go(g, block_forever, NULL), 0);
-	close(life[1]);
-	p = (struct pollfd){ .fd = life[0], .events = POLLIN };
-	assert_int_equal(poll(&p, 1, WAIT_LIMIT_MS), 1);
-	assert_true(p.revents & POLLHUP);
-	close(life[0]);
+	assert_task_dies(life);
 	assert_int_equal(errgroup_wait(g)->cause, ERRGROUP_TIMEOUT);
 	drop_words();
 	errgroup_free(g);
@@ -507,7 +513,6 @@ static void *set_timeout_when_told(void *arg)
 static void test_timeout_set_during_a_start_is_kept_while_the_caller_is_busy(void **state)
 {
 	int life[2], r = 1;
-	struct pollfd p;
 	pthread_t thread;
 
 	(void)state;
@@ -523,13 +528,7 @@ static void test_timeout_set_during_a_start_is_kept_while_the_caller_is_busy(voi
 	assert_false(hook_armed);
 	pthread_join(thread, NULL);
 	assert_int_equal(r, 0);
-	/* The task holds life's write end: the read end hangs up when the
-	 * task dies. */
-	close(life[1]);
-	p = (struct pollfd){ .fd = life[0], .events = POLLIN };
-	assert_int_equal(poll(&p, 1, WAIT_LIMIT_MS), 1);
-	assert_true(p.revents & POLLHUP);
-	close(life[0]);
+	assert_task_dies(life);
 	assert_int_equal(errgroup_wait(hook_group)->cause, ERRGROUP_TIMEOUT);
 	drop_words();
 	errgroup_free(hook_group);
