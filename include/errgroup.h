@@ -16,16 +16,17 @@
  * a negative errno value on failure; they never set errno.  Only
  * errgroup_new() returns NULL and sets errno.  Every function may be called
  * from several threads at once, except errgroup_free(), which must be the
- * last call on a group.  errgroup_wait(), errgroup_free() and the
- * other calls that may block are not cancellation points: a thread that
- * pthread_cancel() targets while it is in errgroup_wait() is canceled
- * once the call has returned (errgroup_cancel() makes it return).  The
- * errgroup_go() family is not yet safe to cancel: a thread canceled
- * inside one may leave the group unusable.  A group belongs to the process that created it: in
- * a forked child (a task included) every function on an inherited group
- * returns -ECHILD, or does nothing, and errgroup_free() frees only the
- * group itself (the rest may have been half-changed by another thread at
- * the fork, so it is left to the process's end).
+ * last call on a group.  The calls on a group are not cancellation
+ * points: a thread that pthread_cancel() targets while it is in
+ * errgroup_wait(), or in errgroup_go() waiting for room, is canceled once
+ * the call has returned (errgroup_cancel() makes either return).  One
+ * exception, in a process with a single thread: a request that thread
+ * made of itself before it called errgroup_go() or a sibling acts as the
+ * call begins, before it starts anything.  A group belongs to the process
+ * that created it: in a forked child (a task included) every function on
+ * an inherited group returns -ECHILD, or does nothing, and errgroup_free()
+ * frees only the group itself (the rest may have been half-changed by
+ * another thread at the fork, so it is left to the process's end).
  *
  * What a task may do.  The task runs in a child forked from the thread that
  * called errgroup_go(), with the memory the parent had at that moment.  A

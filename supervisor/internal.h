@@ -37,6 +37,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/single_threaded.h>
 #include <bsd/sys/queue.h>
 #include <bsd/sys/tree.h>
 
@@ -63,10 +64,7 @@
  * fork, would wait forever.  So each call that can reach a cancellation
  * point (a wait, a close, a write) runs with cancellation disabled; a
  * request that came meanwhile acts at the caller's next cancellation
- * point after the call returns.  Not the go() family: the state is a word
- * of the thread's descriptor, whose page every fork write-protects, so
- * any write to it, before the fork or after, is a fault per task
- * (docs/reliability.md, M3).
+ * point after the call returns.
  */
 static inline int cancellation_off(void)
 {
@@ -79,6 +77,32 @@ static inline int cancellation_off(void)
 static inline void cancellation_restore(int old)
 {
 	pthread_setcancelstate(old, NULL);
+}
+
+/*
+ * The same for the go() family, which forks.  The state is a word of the
+ * thread's descriptor, whose page every fork write-protects: the first
+ * write to it after a fork is a fault (docs/reliability.md, M3).  In a
+ * host with threads, glibc writes that word in every cancellable system
+ * call (the close after the fork among them), so disabling costs nothing
+ * more there.  In a host with one thread glibc writes it in none, and no
+ * other thread can cancel this one: only a request the thread made of
+ * itself can be pending, and it acts here, before the call takes
+ * anything.  Returns -1 when there is nothing to restore.
+ */
+static inline int go_cancellation_off(void)
+{
+	if (__libc_single_threaded) {
+		pthread_testcancel();
+		return -1;
+	}
+	return cancellation_off();
+}
+
+static inline void go_cancellation_restore(int old)
+{
+	if (old >= 0)
+		cancellation_restore(old);
 }
 
 /* How a task ended, as the group keeps it: one for each failure, and

@@ -204,42 +204,36 @@ static int refusal(errgroup *g)
 	return g->closed_by;
 }
 
-int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block)
+/* Lock held; taken back if let go. */
+static int start_locked(errgroup *g, spawn_fn *spawn, const void *what, bool block)
 {
 	struct task *t;
 	int r;
 
-	if (group_is_foreign(g))
-		return -ECHILD;
-	pthread_mutex_lock(&g->lock);
 	/* Reap what has ended, so that try_go finds the room it frees and an
 	 * unlimited group does not pile up zombies; a go() that must wait for
 	 * room reaps in poll_until instead, saving a round that finds nothing. */
 	if (!block || slot_free(g, NULL))
 		poll_ready(g);
 	if (!slot_free(g, NULL)) {
-		if (!block) {
-			r = -EAGAIN;
-			goto out;
-		}
+		if (!block)
+			return -EAGAIN;
 		poll_until(g, slot_free, NULL, false);
 	}
 	r = refusal(g);
 	if (r < 0)
-		goto out;
+		return r;
 	if (g->cancel_on_error || g->timeout_ms > 0 || g->deadline_ns > 0) {
 		r = supervisor_ensure(g);
 		if (r < 0)
-			goto out;
+			return r;
 	}
 	r = reserve_records(g);
 	if (r < 0)
-		goto out;
+		return r;
 	t = task_alloc(g);
-	if (!t) {
-		r = -ENOMEM;
-		goto out;
-	}
+	if (!t)
+		return -ENOMEM;
 	g->starting++;
 	pthread_mutex_unlock(&g->lock);
 
@@ -250,7 +244,7 @@ int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block)
 	if (r < 0) {
 		task_release(g, t);
 		start_failed(g);
-		goto out;
+		return r;
 	}
 	t->index = g->next_index++;
 	r = watch(g, t);
@@ -261,12 +255,11 @@ int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block)
 		abort_child(t->pid, t->pidfd);
 		pthread_mutex_lock(&g->lock);
 		task_release(g, t);
-		goto out;
+		return r;
 	}
 	RB_INSERT(task_tree, &g->tasks, t);
 	RB_INSERT(pid_tree, &g->tasks_by_pid, t);
 	g->running++;
-	r = t->index;
 	if (t->at_gate)
 		open_gate(t);
 	timer_start(g, t);
@@ -275,8 +268,22 @@ int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block)
 		group_cancel_locked(g);
 	if (g->expired)
 		group_expire_locked(g);
-out:
+	return t->index;
+}
+
+/* Cancellation off: see go_cancellation_off.  A thread canceled while it
+ * waited for room would leave the poller role taken, or the lock held. */
+int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block)
+{
+	int cancellation, r;
+
+	if (group_is_foreign(g))
+		return -ECHILD;
+	cancellation = go_cancellation_off();
+	pthread_mutex_lock(&g->lock);
+	r = start_locked(g, spawn, what, block);
 	pthread_mutex_unlock(&g->lock);
+	go_cancellation_restore(cancellation);
 	return r;
 }
 

@@ -1,7 +1,7 @@
 /*
  * test_threads.c - the group used from several threads at once: go() from
  * four threads, wait() from two, cancel racing go(), and pthread_cancel of
- * a thread blocked in wait().
+ * a thread blocked in wait() or go().
  *
  * cmocka's asserts are not thread-safe: the threads only record what they
  * saw in arrays, and the main thread asserts after joining them.  Tasks
@@ -10,9 +10,11 @@
 #include "helpers.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <sys/single_threaded.h>
 #include <sys/syscall.h>
 #include <time.h>
 
@@ -76,6 +78,16 @@ static bool thread_blocked_in_library(pid_t tid)
 	if (nr == SYS_epoll_pwait)
 		return timeout != 0;
 	return nr == SYS_futex;
+}
+
+/* Until the thread whose id *tid will hold is blocked in the library. */
+static void wait_until_blocked_in_library(_Atomic pid_t *tid)
+{
+	uint64_t give_up = monotonic_ms() + WAIT_LIMIT_MS;
+
+	while ((atomic_load(tid) == 0 || !thread_blocked_in_library(atomic_load(tid))) &&
+	       monotonic_ms() < give_up)
+		sched_yield();
 }
 
 static int record_and_return(void *arg)
@@ -198,7 +210,6 @@ static void test_wait_from_two_threads_at_once_both_return_the_first_error(void 
 	struct waiter waiters[2];
 	pthread_t threads[2];
 	errgroup *g = errgroup_new();
-	uint64_t give_up;
 
 	(void)state;
 	assert_non_null(g);
@@ -212,12 +223,8 @@ static void test_wait_from_two_threads_at_once_both_return_the_first_error(void 
 		assert_int_equal(pthread_create(&threads[i], NULL, wait_for_group, &waiters[i]), 0);
 	}
 	/* Both waiters inside wait before the tasks may end. */
-	give_up = monotonic_ms() + WAIT_LIMIT_MS;
 	for (int i = 0; i < 2; i++)
-		while ((atomic_load(&waiters[i].tid) == 0 ||
-			!thread_blocked_in_library(atomic_load(&waiters[i].tid))) &&
-		       monotonic_ms() < give_up)
-			sched_yield();
+		wait_until_blocked_in_library(&waiters[i].tid);
 	gate_open_n(gate[1], 3);
 
 	for (int i = 0; i < 2; i++)
@@ -238,8 +245,9 @@ static void test_wait_from_two_threads_at_once_both_return_the_first_error(void 
 struct cancel_target {
 	errgroup *g;
 	_Atomic pid_t tid;
-	atomic_int returned;           /* wait() returned before the cancel acted */
+	atomic_int returned;           /* the call returned before the cancel acted */
 	const struct errgroup_error *result;
+	int index;                     /* what go() returned */
 };
 
 static void *wait_then_honour_cancel(void *arg)
@@ -253,18 +261,27 @@ static void *wait_then_honour_cancel(void *arg)
 	return NULL;
 }
 
+static void *go_then_honour_cancel(void *arg)
+{
+	struct cancel_target *c = arg;
+
+	atomic_store(&c->tid, gettid());
+	c->index = errgroup_go(c->g, wait_at_gate_then_return_arg, NULL);
+	atomic_store(&c->returned, 1);
+	pthread_testcancel();
+	return NULL;
+}
+
 /*
  * A thread canceled while blocked in wait() finishes the call first, so
  * that the group is not left with its lock or its poller role held by a
- * thread that is gone: the next wait() used to hang.  (Blocked in go() at
- * the limit, the same still hangs: docs/reliability.md, M3.)
+ * thread that is gone: the next wait() used to hang.
  */
 static void test_thread_canceled_in_wait_returns_from_it_first(void **state)
 {
 	struct cancel_target c = { 0 };
 	errgroup *g = errgroup_new();
 	pthread_t thread;
-	uint64_t give_up;
 	void *exit_value;
 
 	(void)state;
@@ -273,10 +290,7 @@ static void test_thread_canceled_in_wait_returns_from_it_first(void **state)
 	assert_int_equal(pipe2(gate, O_CLOEXEC), 0);
 	assert_int_equal(errgroup_go(g, wait_at_gate_then_return_arg, NULL), 0);
 	assert_int_equal(pthread_create(&thread, NULL, wait_then_honour_cancel, &c), 0);
-	give_up = monotonic_ms() + WAIT_LIMIT_MS;
-	while ((atomic_load(&c.tid) == 0 || !thread_blocked_in_library(atomic_load(&c.tid))) &&
-	       monotonic_ms() < give_up)
-		sched_yield();
+	wait_until_blocked_in_library(&c.tid);
 
 	assert_int_equal(pthread_cancel(thread), 0);
 	gate_open_n(gate[1], 1);
@@ -291,6 +305,166 @@ static void test_thread_canceled_in_wait_returns_from_it_first(void **state)
 	close(gate[0]);
 	close(gate[1]);
 	assert_true(no_children_left());
+}
+
+/*
+ * The same in go() blocked at the limit, where it polls for the room:
+ * canceled there, it left the poller role taken, and the next wait()
+ * slept for ever on a poller that was gone.
+ */
+static void test_thread_canceled_in_go_at_the_limit_returns_from_it_first(void **state)
+{
+	struct cancel_target c = { 0 };
+	errgroup *g = errgroup_new();
+	pthread_t thread;
+	void *exit_value;
+
+	(void)state;
+	assert_non_null(g);
+	c.g = g;
+	assert_int_equal(pipe2(gate, O_CLOEXEC), 0);
+	assert_int_equal(errgroup_set_limit(g, 1), 0);
+	assert_int_equal(errgroup_go(g, wait_at_gate_then_return_arg, NULL), 0);
+	assert_int_equal(pthread_create(&thread, NULL, go_then_honour_cancel, &c), 0);
+	wait_until_blocked_in_library(&c.tid);
+
+	assert_int_equal(pthread_cancel(thread), 0);
+	gate_open_n(gate[1], 2);
+	assert_int_equal(pthread_join(thread, &exit_value), 0);
+	assert_ptr_equal(exit_value, PTHREAD_CANCELED);
+	assert_int_equal(atomic_load(&c.returned), 1);
+	assert_int_equal(c.index, 1);
+
+	assert_null(errgroup_wait(g));
+	gate_open_n(gate[1], 1);
+	assert_int_equal(errgroup_go(g, wait_at_gate_then_return_arg, NULL), 2);
+	assert_null(errgroup_wait(g));
+	errgroup_free(g);
+	close(gate[0]);
+	close(gate[1]);
+	assert_true(no_children_left());
+}
+
+/*
+ * And in go() blocked at the limit while another thread polls, asleep on
+ * the group's condition variable: canceled there, it took the group's
+ * lock back and kept it, and every other call on the group hung.
+ */
+static void test_thread_canceled_in_go_behind_a_poller_returns_from_it_first(void **state)
+{
+	struct cancel_target c = { 0 };
+	struct waiter waiter = { 0 };
+	errgroup *g = errgroup_new();
+	pthread_t thread, waiting;
+	void *exit_value;
+
+	(void)state;
+	assert_non_null(g);
+	c.g = g;
+	waiter.g = g;
+	assert_int_equal(pipe2(gate, O_CLOEXEC), 0);
+	assert_int_equal(errgroup_set_limit(g, 1), 0);
+	assert_int_equal(errgroup_go(g, wait_at_gate_then_return_arg, NULL), 0);
+	assert_int_equal(pthread_create(&waiting, NULL, wait_for_group, &waiter), 0);
+	wait_until_blocked_in_library(&waiter.tid);
+	assert_int_equal(pthread_create(&thread, NULL, go_then_honour_cancel, &c), 0);
+	wait_until_blocked_in_library(&c.tid);
+
+	assert_int_equal(pthread_cancel(thread), 0);
+	gate_open_n(gate[1], 2);
+	assert_int_equal(pthread_join(thread, &exit_value), 0);
+	assert_ptr_equal(exit_value, PTHREAD_CANCELED);
+	assert_int_equal(atomic_load(&c.returned), 1);
+	assert_int_equal(c.index, 1);
+	assert_int_equal(pthread_join(waiting, NULL), 0);
+	assert_null(waiter.result);
+
+	assert_null(errgroup_wait(g));
+	assert_int_equal(errgroup_error_count(g), 0);
+	errgroup_free(g);
+	close(gate[0]);
+	close(gate[1]);
+	assert_true(no_children_left());
+}
+
+/*
+ * In a host with one thread, go() leaves the cancel state alone, since
+ * writing it would cost a fault per task, and no other thread can cancel
+ * this one.  Only the thread itself can have asked: that request acts
+ * when go() begins, before it forks.  A fresh process, since this one has
+ * had threads.  What it reports on stdout: "single" if it has one thread,
+ * "fork" for a fork, "returned" if go() returned.
+ */
+#define SELF_CANCEL_RUNNER "--self-cancel-runner"
+
+/* Not write(), which is a cancellation point: the fork handler would act
+ * on the request itself. */
+static void say(const char *what)
+{
+	if (syscall(SYS_write, STDOUT_FILENO, what, strlen(what)) < 0)
+		_exit(4);
+}
+
+static void say_fork(void)
+{
+	say("fork\n");
+}
+
+static int noop(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+static int run_self_canceled_go(void)
+{
+	errgroup *g = errgroup_new();
+
+	if (!g || pthread_atfork(say_fork, NULL, NULL) != 0)
+		return 2;
+	if (__libc_single_threaded)
+		say("single\n");
+	pthread_cancel(pthread_self());
+	errgroup_go(g, noop, NULL);
+	say("returned\n");
+	return 3;
+}
+
+static void test_own_cancel_request_acts_as_go_begins_in_a_host_with_one_thread(void **state)
+{
+	char exe[PATH_MAX], report[64];
+	int out[2], status;
+	size_t len = 0;
+	ssize_t n;
+	pid_t pid;
+
+	(void)state;
+	n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	assert_true(n > 0);
+	exe[n] = '\0';
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* dup2 clears close-on-exec. */
+		if (dup2(out[1], STDOUT_FILENO) < 0)
+			_exit(126);
+		execl(exe, exe, SELF_CANCEL_RUNNER, (char *)NULL);
+		_exit(127);
+	}
+	close(out[1]);
+	do {
+		n = read(out[0], report + len, sizeof report - 1 - len);
+		if (n > 0)
+			len += (size_t)n;
+	} while ((n > 0 || (n < 0 && errno == EINTR)) && len < sizeof report - 1);
+	report[len] = '\0';
+	close(out[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	/* The canceled main thread was the last: the process exits 0. */
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_string_equal(report, "single\n");
 }
 
 /* ---- cancel racing go() ---- */
@@ -419,14 +593,20 @@ static void test_cancel_racing_go_from_threads_keeps_exact_accounting(void **sta
 	}
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		census_test(test_go_from_four_threads_gives_unique_indices_and_runs_each_task_once),
 		census_test(test_wait_from_two_threads_at_once_both_return_the_first_error),
 		census_test(test_cancel_racing_go_from_threads_keeps_exact_accounting),
 		census_test(test_thread_canceled_in_wait_returns_from_it_first),
+		census_test(test_thread_canceled_in_go_at_the_limit_returns_from_it_first),
+		census_test(test_thread_canceled_in_go_behind_a_poller_returns_from_it_first),
+		census_test(test_own_cancel_request_acts_as_go_begins_in_a_host_with_one_thread),
 	};
+
+	if (argc == 2 && strcmp(argv[1], SELF_CANCEL_RUNNER) == 0)
+		return run_self_canceled_go();
 
 	census_begin();
 	return cmocka_run_group_tests(tests, setup_count_forks, NULL);
