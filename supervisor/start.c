@@ -210,6 +210,9 @@ static int start_locked(errgroup *g, spawn_fn *spawn, const void *what, bool blo
 	struct task *t;
 	int r;
 
+	/* A deadline that has passed closes the group, even before the
+	 * supervisor notices: try_go at the limit would say -EAGAIN. */
+	group_past_deadline(g);
 	/* Reap what has ended, so that try_go finds the room it frees and an
 	 * unlimited group does not pile up zombies; a go() that must wait for
 	 * room reaps in poll_until instead, saving a round that finds nothing. */

@@ -445,6 +445,31 @@ static void test_deadline_that_passed_unnoticed_is_final(void **state)
 	assert_true(no_children_left());
 }
 
+/* try_go at the limit the moment the deadline has passed: the group is
+ * closed, and says so before the supervisor has noticed, which it does up
+ * to a millisecond later.  It used to say -EAGAIN, as if room would come. */
+static void test_try_go_at_the_limit_past_the_deadline_says_etimedout(void **state)
+{
+	struct timespec deadline;
+	errgroup *g;
+
+	(void)state;
+	for (int round = 0; round < 3; round++) {
+		g = errgroup_new();
+		assert_non_null(g);
+		assert_int_equal(errgroup_set_limit(g, 1), 0);
+		assert_int_equal(errgroup_go(g, block_forever, NULL), 0);
+		await_word();
+		deadline = in_ms(20);
+		assert_int_equal(errgroup_set_deadline(g, &deadline), 0);
+		sleep_until(&deadline);
+		assert_int_equal(errgroup_try_go(g, succeed, NULL), -ETIMEDOUT);
+		assert_int_equal(errgroup_wait(g)->cause, ERRGROUP_TIMEOUT);
+		errgroup_free(g);
+	}
+	assert_true(no_children_left());
+}
+
 /* Cancellation and the deadline are both final; the first to come says
  * why go() is refused from then on, also a deadline that passed before
  * the cancel without anyone noticing. */
@@ -625,6 +650,7 @@ int main(void)
 		census_test(test_timeout_applies_to_commands),
 		census_test(test_deadline_that_passed_unnoticed_is_final),
 		census_test(test_cancel_and_deadline_the_first_decides),
+		census_test(test_try_go_at_the_limit_past_the_deadline_says_etimedout),
 		census_test(test_timeout_set_during_a_start_is_kept_while_the_caller_is_busy),
 	};
 
