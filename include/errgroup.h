@@ -28,23 +28,26 @@
  * frees only the group itself (the rest may have been half-changed by
  * another thread at the fork, so it is left to the process's end).
  *
- * What a task may do.  The task runs in a child forked from the thread that
- * called errgroup_go(), with the memory the parent had at that moment.  A
- * child of a multi-threaded program has only one thread: locks that other
- * threads held at the fork stay locked in it, so a task should not rely on
- * the host's own locks (glibc's malloc and stdio are safe: glibc resets
- * their locks at fork).  When the task returns, the child flushes stdio
- * and leaves with _exit(): the host's atexit handlers never run in it.  The child leads its
- * own process group and holds two library fds: the group's channel (closed
- * on exec) and the read end of its lifeline pipe, which stays open across
- * exec because it is what kills the task's process group if the calling
- * process dies (a task that closes it is no longer killed that way); every
- * other library fd is closed in every child.  When a task ends, however
- * it ended, whatever is left of its process group gets SIGKILL before
- * the task is reaped: what a task starts does not outlive it, unless it
- * leaves the process group (setsid, setpgid).  No
- * library fd is ever 0, 1 or 2, even in a host that closed its stdio, so
- * a task's printf never lands in them.
+ * What a task may do.  The task runs in a child forked from the thread
+ * that called errgroup_go(), with the memory the parent had at that
+ * moment.  A child of a multi-threaded program has only one thread: locks
+ * that other threads held at the fork stay locked in it, so a task should
+ * not rely on the host's own locks (glibc's malloc and stdio are safe:
+ * glibc resets their locks at fork).  When the task returns, the child
+ * flushes stdio and leaves with _exit(): the host's atexit handlers never
+ * run in it.  The child leads its own process group, and has no
+ * controlling terminal, so the caller's terminal never stops it in the
+ * background (SIGTTIN, SIGTTOU): its stdin may still be the terminal,
+ * read and written as a file, but a prompt on /dev/tty fails.  It holds
+ * two library fds: the group's channel (closed on exec) and the read end
+ * of its lifeline pipe, which stays open across exec because it is what
+ * kills the task's process group if the calling process dies (a task that
+ * closes it is no longer killed that way); every other library fd is
+ * closed in every child.  When a task ends, however it ended, whatever is
+ * left of its process group gets SIGKILL before the task is reaped: what
+ * a task starts does not outlive it, unless it leaves the process group
+ * (setsid, setpgid).  No library fd is ever 0, 1 or 2, even in a host
+ * that closed its stdio, so a task's printf never lands in them.
  *
  * Sanitizers: under ASan and TSan, malloc is not fork-safe (their
  * allocators hold locks that glibc does not reset at fork), so a task of a
@@ -222,11 +225,9 @@ struct errgroup_cmd {
  * it leads its own process group, starts with default signal dispositions
  * and an empty signal mask, holds no library fd but its lifeline (so it
  * dies with the calling process, unless it closes the fds it inherited),
- * and counts against the limit, the
- * timeout and cancellation.  It has no controlling terminal, so the
- * caller's terminal never stops it in the background (SIGTTIN, SIGTTOU):
- * a program that prompts on /dev/tty fails instead, and a terminal among
- * its fds is read and written as a file.  Its exit status is its result: 0 is success,
+ * has no controlling terminal (a program that prompts on /dev/tty fails
+ * instead of being stopped), and counts against the limit, the timeout
+ * and cancellation.  Its exit status is its result: 0 is success,
  * anything else an error with cause ERRGROUP_EXITED or ERRGROUP_SIGNALED.
  * It is started without copying the caller's memory (clone with CLONE_VM
  * and CLONE_VFORK, as posix_spawn does), so it costs the same in a host with

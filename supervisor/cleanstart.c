@@ -1,7 +1,8 @@
 /*
  * cleanstart.c - what every child does first, whichever way it started
  * (a forked function task, child.c, or a cloned command, command.c): lead
- * its own process group and reset the signal dispositions the host set.
+ * its own process group, leave the controlling terminal and reset the
+ * signal dispositions the host set.
  *
  * Raw system calls only (rawsyscall.c says why), and no libc at all.
  */
@@ -10,6 +11,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 
 #include "internal.h"
@@ -174,6 +176,43 @@ static uint64_t signals_set(int last_signal)
 	return ~UINT64_C(0);
 }
 
+/* "/dev/tty", stored by the code itself, as stat_path does. */
+CHILD_SHARING_MEMORY CHILD_CODE
+static void tty_path(char *path)
+{
+	volatile char *p = path;
+
+	p[0] = '/', p[1] = 'd', p[2] = 'e', p[3] = 'v', p[4] = '/';
+	p[5] = 't', p[6] = 't', p[7] = 'y', p[8] = '\0';
+}
+
+/*
+ * A task runs in its own process group, in the background of the caller's
+ * controlling terminal, where the terminal stops it: SIGTTIN when it reads
+ * it (a prompt on /dev/tty, as ssh and sudo make), SIGTTOU when it sets
+ * its modes or writes to it under `stty tostop`.  Nothing resumes it, and
+ * the group waits for ever.  So a task has no controlling terminal: a
+ * prompt fails at once (no /dev/tty), and a terminal among its fds works
+ * as any file.  A process that leads no session drops its terminal alone
+ * with TIOCNOTTY; a new session (setsid) would also put it in a scheduling
+ * autogroup of its own.  Without a terminal the open fails (ENXIO), the
+ * one call this costs a daemon's tasks.
+ */
+CHILD_SHARING_MEMORY CHILD_CODE
+static void leave_terminal(void)
+{
+	char path[9];
+	long fd;
+
+	tty_path(path);
+	fd = raw_syscall(SYS_openat, AT_FDCWD, (long)path,
+			 O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC, 0, 0, 0);
+	if (fd < 0)
+		return;
+	raw_syscall(SYS_ioctl, fd, TIOCNOTTY, 0, 0, 0, 0);
+	raw_syscall(SYS_close, fd, 0, 0, 0, 0, 0);
+}
+
 /*
  * The group signals the task's process group; until this call it signals
  * the child alone, which has no descendants yet.  Dispositions the host
@@ -190,6 +229,7 @@ void clean_start(int last_signal)
 	uint64_t set;
 
 	raw_syscall(SYS_setpgid, 0, 0, 0, 0, 0, 0);
+	leave_terminal();
 	/* SIGCHLD's flags (SA_NOCLDWAIT, SA_NOCLDSTOP) change how the task's
 	 * own children end even under SIG_DFL, and /proc does not show them:
 	 * it is always reset. */

@@ -32,7 +32,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -154,29 +153,6 @@ static int exec_program(const struct launch *l)
 	return denied ? EACCES : error;
 }
 
-/*
- * A task runs in its own process group, in the background of the caller's
- * controlling terminal, where the terminal stops it: SIGTTIN when it reads
- * it (a prompt on /dev/tty, as ssh and sudo make), SIGTTOU when it writes
- * to it under `stty tostop`.  Nothing resumes it, and the group waits for
- * ever.  So a program has no controlling terminal: a prompt fails at once
- * (no /dev/tty), and a terminal among its fds works as any file.  A
- * process that leads no session drops its terminal alone with TIOCNOTTY;
- * a new session (setsid) would also put it in a scheduling autogroup of
- * its own.
- */
-CHILD_SHARING_MEMORY
-static void leave_terminal(void)
-{
-	long fd = raw_syscall(SYS_openat, AT_FDCWD, (long)"/dev/tty",
-			      O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC, 0, 0, 0);
-
-	if (fd < 0)
-		return;   /* none: ENXIO */
-	raw_syscall(SYS_ioctl, fd, TIOCNOTTY, 0, 0, 0, 0);
-	raw_syscall(SYS_close, fd, 0, 0, 0, 0, 0);
-}
-
 CHILD_SHARING_MEMORY
 static int launch_child(void *arg)
 {
@@ -203,7 +179,6 @@ static int launch_child(void *arg)
 		child_fail(l, STAGE_SETUP, -r);
 	if (l->cmd->dir && (r = (int)raw_syscall(SYS_chdir, (long)l->cmd->dir, 0, 0, 0, 0, 0)) < 0)
 		child_fail(l, STAGE_DIR, -r);
-	leave_terminal();
 	raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&none, 0, sizeof none, 0, 0);
 	child_fail(l, STAGE_EXEC, exec_program(l));
 }

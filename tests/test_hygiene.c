@@ -1351,6 +1351,63 @@ static void test_host_nocldwait_flag_does_not_reach_the_task(void **state)
 	assert_int_equal(seen, 7);   /* the task's child's exit status */
 }
 
+/* ---- the controlling terminal ---- */
+
+/* Reads a line from its stdin, the host's terminal: 0 if it is "hello". */
+static int read_hello_from_the_terminal(void *arg)
+{
+	char line[16] = "";
+	ssize_t n;
+
+	(void)arg;
+	n = read(STDIN_FILENO, line, sizeof line - 1);
+	return n == 6 && memcmp(line, "hello\n", 6) == 0 ? 0 : 5;
+}
+
+/*
+ * A task runs in a process group of its own, in the background of the
+ * host's terminal, where reading it (or a tcsetattr, a prompt on
+ * /dev/tty) stops it with SIGTTIN, and nothing resumes it.  It has no
+ * controlling terminal instead, so the terminal stops it for nothing.
+ * The host leads a session whose terminal is a new pty, on its stdin, and
+ * types the line before the task starts; the timeout only ends the run
+ * when the task was stopped.
+ */
+static void test_task_reading_the_hosts_terminal_is_not_stopped(void **state)
+{
+	int status;
+	pid_t host;
+
+	(void)state;
+	host = fork();
+	assert_true(host >= 0);
+	if (host == 0) {
+		const struct errgroup_error *e;
+		int master, tty;
+		errgroup *g;
+
+		master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+		if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)
+			_exit(77);   /* no ptys here */
+		/* The first terminal a session leader opens becomes its own. */
+		if (setsid() < 0 || (tty = open(ptsname(master), O_RDWR)) < 0 ||
+		    dup2(tty, STDIN_FILENO) < 0 || write(master, "hello\n", 6) != 6)
+			_exit(2);
+		g = errgroup_new();
+		if (!g || errgroup_set_timeout_ms(g, WAIT_LIMIT_MS) < 0 ||
+		    errgroup_set_grace_ms(g, 100) < 0 ||
+		    errgroup_go(g, read_hello_from_the_terminal, NULL) < 0)
+			_exit(3);
+		e = errgroup_wait(g);
+		_exit(e ? 10 + (int)e->cause : 0);
+	}
+	assert_int_equal(waitpid(host, &status, 0), host);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 77)
+		skip();
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 /* ---- atexit (stdio: test_stdio.c) ---- */
 
 static int atexit_fd = -1;   /* where the host's atexit handler writes */
@@ -1690,6 +1747,7 @@ int main(void)
 		census_test(test_stat_parser_finds_the_signal_fields_after_the_name),
 		census_test(test_host_signal_state_is_reset_whatever_the_host_is_called),
 		census_test(test_host_nocldwait_flag_does_not_reach_the_task),
+		census_test(test_task_reading_the_hosts_terminal_is_not_stopped),
 		census_test(test_host_atexit_handler_does_not_run_in_a_task),
 		census_test(test_library_fds_stay_off_0_to_2_when_the_host_closed_them),
 		census_test(test_signal_storm_loses_no_result_in_wait_and_no_child_in_free),
