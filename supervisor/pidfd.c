@@ -51,7 +51,9 @@ static void probe(void)
 
 	if (off && *off && strcmp(off, "0") != 0)
 		return;
-	fd = pidfd_open(getpid(), 0);
+	/* Registered, as every library fd: a task that another thread forks
+	 * meanwhile must not inherit a pidfd of the host. */
+	fd = fdreg_pidfd_open(getpid());
 	if (fd < 0)
 		return;
 	/* The three calls the library makes must all work: a filter may
@@ -59,7 +61,7 @@ static void probe(void)
 	if (pidfd_send_signal(fd, 0, NULL, 0) == 0 &&
 	    waitid(P_PIDFD, fd, &si, WEXITED | WNOHANG) < 0 && errno == ECHILD)
 		have_pidfd = true;
-	close(fd);
+	fdreg_close(fd);
 }
 
 bool pidfd_supported(void)

@@ -1,7 +1,8 @@
 /*
  * test_first_use.c - the process's first group, made in one thread while
  * another forks: the fork must see each of the group's fds either
- * registered (and close it in the child) or not yet made.
+ * registered (and close it in the child) or not yet made.  And the
+ * process's first start, which probes for pidfds (at the end).
  *
  * Until its first use the library has no registry and no atfork handlers;
  * the first use installs the handlers and makes the registry, and a fork
@@ -103,10 +104,127 @@ static void test_fork_while_the_first_group_is_made_leaks_no_fd(void **state)
 	assert_int_equal(leaks, 0);
 }
 
+/* ---- the pidfd probe ---- */
+
+/*
+ * The process's first start asks the kernel, once, whether pidfds work:
+ * it opens a pidfd of its own process and signals it.  A task that
+ * another thread forked meanwhile inherited that pidfd, which no registry
+ * listed: a library fd in the task, and one that can signal the host.
+ * The test holds the probe at its signal (the library's first
+ * pidfd_send_signal, wrapped: see the Makefile) until a go() in another
+ * thread has forked; that task reports any pidfd it holds.
+ */
+static int probe_go[2], probe_forked[2];
+static pthread_t prober;
+static bool hold_probe;
+
+/* In the child process, where only the test's parent asserts. */
+static void send_byte(int fd, char c)
+{
+	if (write(fd, &c, 1) != 1)
+		_exit(5);
+}
+
+int __real_pidfd_send_signal(int fd, int sig, siginfo_t *info, unsigned int flags);
+int __wrap_pidfd_send_signal(int fd, int sig, siginfo_t *info, unsigned int flags);
+
+int __wrap_pidfd_send_signal(int fd, int sig, siginfo_t *info, unsigned int flags)
+{
+	if (hold_probe && sig == 0 && pthread_equal(pthread_self(), prober)) {
+		hold_probe = false;
+		send_byte(probe_go[1], 'g');
+		if (read_byte(probe_forked[0]) < 0)
+			_exit(4);
+	}
+	return __real_pidfd_send_signal(fd, sig, info, flags);
+}
+
+static void note_fork(void)
+{
+	if (!pthread_equal(pthread_self(), prober))
+		send_byte(probe_forked[1], 'f');
+}
+
+static int report_pidfds(void *arg)
+{
+	DIR *d = opendir("/proc/self/fd");
+	char target[256];
+	struct dirent *e;
+	int found = 0;
+
+	(void)arg;
+	if (!d)
+		return 2;
+	while ((e = readdir(d))) {
+		ssize_t n = readlinkat(dirfd(d), e->d_name, target, sizeof target - 1);
+
+		if (n <= 0)
+			continue;
+		target[n] = '\0';
+		if (strstr(target, "pidfd"))
+			found = 1;
+	}
+	closedir(d);
+	return found;
+}
+
+static void *go_when_told(void *arg)
+{
+	if (read_byte(probe_go[0]) == 'g')
+		errgroup_go(arg, report_pidfds, NULL);
+	return NULL;
+}
+
+/* In a process that has never started a task: 0, 1 if the other thread's
+ * task held a pidfd, 77 if the library did not probe (no pidfds). */
+static int fork_while_the_probe_holds_its_pidfd(void)
+{
+	errgroup *prober_group = errgroup_new(), *group = errgroup_new();
+	const struct errgroup_error *e;
+	pthread_t thread;
+	int held;
+
+	if (!prober_group || !group || pipe2(probe_go, O_CLOEXEC) < 0 ||
+	    pipe2(probe_forked, O_CLOEXEC) < 0 || pthread_atfork(NULL, note_fork, NULL) != 0 ||
+	    pthread_create(&thread, NULL, go_when_told, group) != 0)
+		return 3;
+	prober = pthread_self();
+	hold_probe = true;
+	errgroup_go(prober_group, report_pidfds, NULL);
+	held = !hold_probe;
+	if (!held)
+		send_byte(probe_go[1], 'x');   /* nothing to do */
+	pthread_join(thread, NULL);
+	errgroup_wait(prober_group);
+	e = errgroup_wait(group);
+	if (!held)
+		return 77;
+	return e ? 1 : 0;
+}
+
+static void test_task_started_during_the_pidfd_probe_holds_no_pidfd(void **state)
+{
+	int status;
+	pid_t pid;
+
+	(void)state;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(fork_while_the_probe_holds_its_pidfd());
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 77)
+		skip();
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		census_test(test_fork_while_the_first_group_is_made_leaks_no_fd),
+		census_test(test_task_started_during_the_pidfd_probe_holds_no_pidfd),
 	};
 
 	census_begin();
