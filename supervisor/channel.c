@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -34,12 +35,17 @@ int channel_open(errgroup *g)
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = event_key(0, EVENT_MESSAGE) };
 	int sv[2], one = 1, size = CHANNEL_SNDBUF, r;
 	socklen_t len = sizeof size;
+	struct stat st;
 
 	r = fdreg_socketpair(sv);
 	if (r < 0)
 		return r;
 	g->channel_rx = sv[0];
 	g->channel_tx = sv[1];
+	if (fstat(sv[1], &st) < 0)
+		return -errno;
+	g->channel_dev = st.st_dev;
+	g->channel_ino = st.st_ino;
 	if (setsockopt(sv[0], SOL_SOCKET, SO_PASSCRED, &one, sizeof one) < 0)
 		return -errno;
 	/* Best effort: an unprivileged process gets at most wmem_max. */

@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,10 +31,10 @@
 #include "internal.h"
 
 /* In a task: the two library fds it keeps, for errgroup_errorf (from any
- * of the task's threads) and for the task's own registry (fdreg.c), so
- * that its own children close them.  -1 elsewhere.  Written in the child
- * before the task runs, and cleared in every child the task forks. */
-static struct task_fds task_fds = { -1, -1 };
+ * of the task's threads) and for the children the task forks, which close
+ * them.  -1 elsewhere.  Written in the child before the task runs, and
+ * cleared in every child the task forks. */
+static struct task_fds task_fds = { -1, -1, 0, 0 };
 
 struct task_fds task_kept_fds(void)
 {
@@ -40,19 +42,54 @@ struct task_fds task_kept_fds(void)
 }
 
 /*
- * In the child of any fork (fdreg.c): a task's child is no task, and the
- * fork closes the two fds there.  Kept, their numbers would name whatever
- * the child opens next: errgroup_errorf would send a frame into it, and
- * the child's own registry would list it, so that its children closed
- * it.  The library's own fork sets them again in child_run.  Tested
- * first: a host that is no task writes nothing here, since each write
- * would be a page fault per task (parentmem.c).
+ * Whether a kept fd is still the task's: a task may close its fds
+ * (closefrom before it runs a program, say), and its own files then take
+ * the numbers.  The channel is known by its socket; the lifeline's read
+ * end is the only file whose owner signal is SIGKILL (lifeline.c), also
+ * as a dup.  Raw system calls: task_fds_leave runs in a new child.
  */
 CHILD_CODE
-void task_fds_forget(void)
+static bool is_channel(int fd)
 {
-	if (task_fds.channel >= 0 || task_fds.lifeline >= 0)
-		task_fds = (struct task_fds){ -1, -1 };
+	struct stat st;
+
+	return fd >= 0 && raw_syscall(SYS_fstat, fd, (long)&st, 0, 0, 0, 0) == 0 &&
+	       S_ISSOCK(st.st_mode) && st.st_dev == task_fds.channel_dev &&
+	       st.st_ino == task_fds.channel_ino;
+}
+
+CHILD_CODE
+static bool is_lifeline(int fd)
+{
+	return fd >= 0 && raw_syscall(SYS_fcntl, fd, F_GETSIG, 0, 0, 0, 0) == SIGKILL;
+}
+
+/* The channel, unless the task closed it; else -1.  Sent into, a number
+ * the task reused would get our frames. */
+static int channel_fd(void)
+{
+	return is_channel(task_fds.channel) ? task_fds.channel : -1;
+}
+
+/*
+ * In the child of any fork (fdreg.c): a task's child is no task.  It must
+ * not hold the task's fds (a sibling's frames, a lifeline kept open), but
+ * only those: numbers the task reused are the task's own files.  Once
+ * they are closed, their numbers name whatever the child opens next, so
+ * they are forgotten as well; the library's own fork sets them again in
+ * child_run.  Tested first: a host that is no task writes nothing here,
+ * since each write would be a page fault per task (parentmem.c).
+ */
+CHILD_CODE
+void task_fds_leave(void)
+{
+	if (task_fds.channel < 0 && task_fds.lifeline < 0)
+		return;
+	if (is_channel(task_fds.channel))
+		raw_syscall(SYS_close, task_fds.channel, 0, 0, 0, 0, 0);
+	if (is_lifeline(task_fds.lifeline))
+		raw_syscall(SYS_close, task_fds.lifeline, 0, 0, 0, 0, 0);
+	task_fds = (struct task_fds){ -1, -1, 0, 0 };
 }
 
 static int send_all(int fd, const void *buf, size_t len)
@@ -120,18 +157,17 @@ static void wait_at_gate(int gate_signal, pid_t parent)
  * since SIGRTMIN is a libc call and getppid a system call.
  */
 CHILD_CODE
-_Noreturn void child_run(const struct fdreg_snapshot *inherited, int channel, int lifeline,
+_Noreturn void child_run(const struct fdreg_snapshot *inherited, const struct task_fds *kept,
 			 int gate_signal, pid_t parent, errgroup_task *fn, void *arg)
 {
 	unsigned char frame[FRAME_HEADER_SIZE];
 	uint64_t none = 0;
-	int r;
+	int r, channel;
 
-	fdreg_close_snapshot(inherited, channel, lifeline);
-	task_fds.channel = channel;
-	task_fds.lifeline = lifeline;
+	fdreg_close_snapshot(inherited, kept->channel, kept->lifeline);
+	task_fds = *kept;
 	clean_start(31);
-	if (!lifeline_arm(lifeline))
+	if (!lifeline_arm(kept->lifeline))
 		leave(127);
 	wait_at_gate(gate_signal, parent);
 	raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&none, 0, sizeof none, 0, 0);
@@ -143,7 +179,9 @@ _Noreturn void child_run(const struct fdreg_snapshot *inherited, int channel, in
 		leave(0);
 	/* The exit status keeps 8 bits; the frame carries the whole value. */
 	frame_encode_header(frame, FRAME_RETURNED, r, 0);
-	send_all(channel, frame, sizeof frame);
+	channel = channel_fd();
+	if (channel >= 0)
+		send_all(channel, frame, sizeof frame);
 	leave((r & 0xff) ? (r & 0xff) : 1);
 }
 
@@ -153,9 +191,9 @@ EXPORT int errgroup_errorf(int code, const char *fmt, ...)
 	char *text;
 	size_t len;
 	va_list ap;
-	int n;
+	int n, channel = channel_fd();
 
-	if (task_fds.channel < 0 || !fmt)
+	if (channel < 0 || !fmt)
 		return code;
 	frame = malloc(FRAME_MAX);
 	if (!frame)
@@ -171,7 +209,7 @@ EXPORT int errgroup_errorf(int code, const char *fmt, ...)
 		len += (size_t)snprintf(text + len, FRAME_TRUNCATION_MARKER_MAX,
 					"[... message truncated: %d bytes]", n);
 	frame_encode_header(frame, FRAME_MESSAGE, code, len);
-	send_all(task_fds.channel, frame, FRAME_HEADER_SIZE + len);
+	send_all(channel, frame, FRAME_HEADER_SIZE + len);
 	free(frame);
 	return code;
 }

@@ -30,8 +30,10 @@
  * Bits of fds from LOW_FDS up (a host with hundreds of live tasks) are in
  * an ordinary heap array, which the child sees as it was at the fork: the
  * snapshot only points at it.  A child starts with a registry of its own,
- * made the first time it uses the library or forks; a task's holds the two
- * fds the task keeps, so that its own children close them as well.
+ * made the first time it uses the library or forks.  The two fds a task
+ * keeps are not in it: the task may close them and reuse their numbers,
+ * so each child of a task closes them only if they are still the task's
+ * (child.c, task_fds_leave).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -82,29 +84,18 @@ static void install_atfork(void)
 	pthread_atfork(prepare, parent, child);
 }
 
-static int mark(struct registry *r, int fd);
-
 /* The process's registry, made on first use; NULL if out of memory. */
 static struct registry *registry(void)
 {
 	struct registry *r = __atomic_load_n(&registry_now, __ATOMIC_ACQUIRE), *fresh;
-	struct task_fds kept;
 
 	if (r && r->live)
 		return r;
-	kept = task_kept_fds();
 	fresh = parentmem_alloc(sizeof *fresh);
 	if (!fresh)
 		return NULL;
 	pthread_mutex_init(&fresh->lock, NULL);
 	fresh->live = true;
-	/* In a task: what it keeps is the library's too.  (Below LOW_FDS,
-	 * marking cannot fail; above, a failure leaves the two fds open in
-	 * the task's children, which is all it costs.) */
-	if (kept.channel >= 0)
-		mark(fresh, kept.channel);
-	if (kept.lifeline >= 0)
-		mark(fresh, kept.lifeline);
 	/* A stale pointer (a child's) or none is replaced once; a thread
 	 * that loses the race uses the winner's.  A child's stale page is
 	 * left mapped: another of its threads may be reading it. */
@@ -259,7 +250,7 @@ void fdreg_close_snapshot(const struct fdreg_snapshot *s, int keep_a, int keep_b
  * In the child of any fork.  The library's own fork closes its fds in
  * child_run(), which knows which two to keep; any other closes them all
  * here.  Either way the child is not the task it was forked from, if any
- * (child.c, task_fds_forget).  The registry the child inherited is
+ * (child.c, task_fds_leave).  The registry the child inherited is
  * zeroes, so the lock needs no release; where the kernel does not wipe
  * (parentmem.c), the child's copy is cleared by hand, lock and all.
  */
@@ -267,7 +258,7 @@ static void child(void)
 {
 	struct registry *r;
 
-	task_fds_forget();
+	task_fds_leave();
 	if (inherited_valid) {
 		fdreg_close_snapshot(&inherited, -1, -1);
 		/* Or a fork of the library's own in this child would find

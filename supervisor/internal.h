@@ -169,6 +169,8 @@ struct errgroup {
 	int wake_fd;                /* eventfd: pulls the poller out of epoll_wait */
 	int channel_rx;             /* the group's end of the channel (SO_PASSCRED) */
 	int channel_tx;             /* the tasks' end; children keep it */
+	dev_t channel_dev;          /* channel_tx's socket, for its tasks */
+	ino_t channel_ino;
 	size_t channel_capacity;    /* bytes the channel can hold (SO_SNDBUF) */
 
 	int limit;                  /* < 0: none */
@@ -230,16 +232,19 @@ void task_release(errgroup *g, struct task *t);
 
 /* child.c: runs in the child after fork; never returns. */
 struct fdreg_snapshot;
-_Noreturn void child_run(const struct fdreg_snapshot *inherited, int channel, int lifeline,
-			 int gate_signal, pid_t parent, errgroup_task *fn, void *arg);
 /* In a task, the fds it keeps (-1 outside a task). */
 struct task_fds {
 	int channel;                /* the group channel's shared end */
 	int lifeline;               /* the read end of its lifeline */
+	dev_t channel_dev;          /* the channel's socket, to know it by once */
+	ino_t channel_ino;          /* the task may have closed the number */
 };
+_Noreturn void child_run(const struct fdreg_snapshot *inherited, const struct task_fds *kept,
+			 int gate_signal, pid_t parent, errgroup_task *fn, void *arg);
 struct task_fds task_kept_fds(void);
-/* In the child of any fork: it keeps no task's fds (fdreg.c closed them). */
-void task_fds_forget(void);
+/* In the child of any fork: closes the task's fds, if it is a task's
+ * child and they are still the task's, and forgets them. */
+void task_fds_leave(void);
 
 /* flush.c: stdio output that would otherwise be lost or written twice. */
 void flush_pending_output(void);

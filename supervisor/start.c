@@ -102,13 +102,15 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 	const struct call *c = what;
 	struct fdreg_snapshot inherited;
 	/* The child sees the group as zeroes: what it needs is copied here. */
-	int channel = g->channel_tx, lifeline[2], r, gate_signal = SIGNAL_GATE;
+	struct task_fds kept = { g->channel_tx, -1, g->channel_dev, g->channel_ino };
+	int lifeline[2], r, gate_signal = SIGNAL_GATE;
 	pid_t parent = g->owner, pid;
 	sigset_t all, saved;
 
 	r = fdreg_pipe(lifeline);
 	if (r < 0)
 		return r;
+	kept.lifeline = lifeline[0];
 	/* No host signal handler may run in the child before it resets
 	 * the dispositions; the child unblocks once it has. */
 	sigfillset(&all);
@@ -124,7 +126,7 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 	}
 	pid = fork();
 	if (pid == 0)
-		child_run(&inherited, channel, lifeline[0], gate_signal, parent, c->fn, c->arg);
+		child_run(&inherited, &kept, gate_signal, parent, c->fn, c->arg);
 	r = -errno;
 	fdreg_snapshot_done(&inherited);
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);

@@ -629,6 +629,105 @@ static void test_child_of_a_task_is_no_task_once_it_reuses_the_task_fd_numbers(v
 }
 
 /*
+ * The same numbers reused in the task itself, which closed every fd it
+ * inherited first (closefrom before it runs a program, say): its own
+ * sockets then hold the channel's and the lifeline's numbers.  Nothing
+ * the library sends may go into them, and a child the task forks must
+ * keep them all: the task's children used to close those numbers, and
+ * errgroup_errorf sent its frame into the socket.
+ */
+static int close_every_fd_then_reuse_the_numbers(void *arg)
+{
+	struct task_fds kept = task_kept_fds();
+
+	(void)arg;
+	if (kept.channel < 0 || kept.lifeline < 0)
+		return errgroup_errorf(100, "the task keeps no fds");
+	if (syscall(SYS_close_range, 3, ~0U, 0) < 0)
+		return REUSE_SETUP;
+	return reuse_the_task_fd_numbers(kept);
+}
+
+static void test_task_that_closed_its_fds_keeps_its_own_files_under_the_numbers(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	assert_int_equal(errgroup_go(g, close_every_fd_then_reuse_the_numbers, NULL), 0);
+	e = errgroup_wait(g);
+	if (e)
+		print_error("%s (code %d)\n", e->message, e->code);
+	assert_null(e);
+	errgroup_free(g);
+}
+
+/*
+ * And the frame that carries a failing task's return code: a task that
+ * put a socket of its own under the channel's number would receive it.
+ * A grandchild, in a session of its own so that it outlives the task,
+ * holds the other end and says what came once the task is gone: 'F' for
+ * a frame, 'E' for the end.
+ */
+static int verdict_fd = -1;
+
+static int close_the_channel_then_return_7(void *arg)
+{
+	struct task_fds kept = task_kept_fds();
+	char verdict, frame[64];
+	int pair[2], away[2];
+	pid_t pid;
+
+	(void)arg;
+	/* Closed, and the number given to a socket of the task's own. */
+	if (kept.channel < 0 || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0 ||
+	    dup2(pair[0], kept.channel) < 0 || close(pair[0]) < 0 || pipe2(away, O_CLOEXEC) < 0)
+		return 100;
+	pid = fork();
+	if (pid < 0)
+		return 101;
+	if (pid == 0) {
+		/* Out of the task's process group before the task ends, or
+		 * the kill of what it left would take this process too. */
+		if (setsid() < 0 || write(away[1], "s", 1) != 1)
+			_exit(1);
+		close(kept.channel);
+		verdict = recv(pair[1], frame, sizeof frame, 0) > 0 ? 'F' : 'E';
+		_exit(write(verdict_fd, &verdict, 1) == 1 ? 0 : 1);
+	}
+	if (read_byte(away[0]) < 0)
+		return 102;
+	return 7;
+}
+
+static void test_task_that_reused_its_channel_number_gets_no_frame_in_its_own_socket(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+	struct pollfd p;
+	int report[2];
+	char verdict = 0;
+
+	(void)state;
+	assert_non_null(g);
+	assert_int_equal(pipe2(report, O_CLOEXEC), 0);
+	verdict_fd = report[1];
+	assert_int_equal(errgroup_go(g, close_the_channel_then_return_7, NULL), 0);
+	e = errgroup_wait(g);
+	close(report[1]);
+	p = (struct pollfd){ .fd = report[0], .events = POLLIN };
+	assert_int_equal(poll(&p, 1, WAIT_LIMIT_MS), 1);
+	assert_int_equal(read(report[0], &verdict, 1), 1);
+	close(report[0]);
+	assert_non_null(e);
+	/* Its status, 7, since the frame with the whole code is not sent. */
+	assert_int_equal(e->code, 7);
+	assert_int_equal(verdict, 'E');
+	errgroup_free(g);
+}
+
+/*
  * A child the host forks itself, while tasks run, holds no library fd at
  * all: it would hold the tasks' lifelines (they would then outlive the
  * host) and pidfds.  And it can use the library in turn: its own task
@@ -1735,6 +1834,8 @@ int main(void)
 		census_test(test_task_of_a_task_holds_no_fd_of_the_outer_group),
 		census_test(test_child_the_host_forks_holds_no_library_fd),
 		census_test(test_child_of_a_task_is_no_task_once_it_reuses_the_task_fd_numbers),
+		census_test(test_task_that_closed_its_fds_keeps_its_own_files_under_the_numbers),
+		census_test(test_task_that_reused_its_channel_number_gets_no_frame_in_its_own_socket),
 		census_test(test_inherited_group_refuses_to_act_in_a_task),
 		census_test(test_inherited_group_refuses_even_if_its_lock_was_held_at_fork),
 		census_test(test_host_sigchld_handler_and_own_child_keep_working),
