@@ -208,7 +208,8 @@ int errgroup_try_go(errgroup *g, errgroup_task *fn, void *arg);
 struct errgroup_cmd {
 	const char *const *argv;   /* NULL-terminated; argv[0] is the program,
 	                              searched in the caller's PATH unless it
-	                              contains a '/' */
+	                              contains a '/'; a script without "#!"
+	                              is run by /bin/sh, as execvp() does */
 	const char *const *envp;   /* its environment; NULL: the caller's */
 	const char *dir;           /* its working directory; NULL: the caller's */
 	const int *stdio;          /* NULL: it shares the caller's fds 0, 1, 2;

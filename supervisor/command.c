@@ -69,6 +69,7 @@ struct launch {
 	const struct errgroup_cmd *cmd;
 	char *const *envp;
 	char **files;               /* where to look for the program, in order */
+	char **script_argv;         /* /bin/sh, the file, the arguments */
 	int lifeline;               /* the lifeline's read end */
 	int report;                 /* the failure pipe's write end */
 	bool stdio_stale;           /* a stdio fd names one of the library's */
@@ -133,9 +134,13 @@ static int set_stdio(const int *stdio)
 	return 0;
 }
 
-/* Tries each candidate file in turn, as execvpe() does.  EACCES on one is
+/*
+ * Tries each candidate file in turn, as execvpe() does.  EACCES on one is
  * remembered, as shells do, so that "found but not executable" is not
- * reported as "not found".  Returns the error. */
+ * reported as "not found".  A file the kernel cannot run (ENOEXEC: a
+ * script without "#!") is run by /bin/sh, as execvp(), xargs and shells
+ * run it.  Returns the error.
+ */
 CHILD_SHARING_MEMORY
 static int exec_program(const struct launch *l)
 {
@@ -145,6 +150,12 @@ static int exec_program(const struct launch *l)
 
 	for (char *const *file = l->files; *file; file++) {
 		error = (int)-raw_syscall(SYS_execve, (long)*file, (long)argv, (long)l->envp, 0, 0, 0);
+		if (error == ENOEXEC) {
+			l->script_argv[1] = *file;
+			raw_syscall(SYS_execve, (long)l->script_argv[0], (long)l->script_argv,
+				    (long)l->envp, 0, 0, 0);
+			return ENOEXEC;
+		}
 		if (error == EACCES)
 			denied = true;
 		else if (error != ENOENT && error != ENOTDIR && error != ENAMETOOLONG)
@@ -230,6 +241,25 @@ static char **program_files(const char *name)
 	return files;
 }
 
+/* The arguments for /bin/sh to run the program as a script: its file
+ * (filled in by the child) and the program's own arguments.  NULL if out
+ * of memory. */
+static char **script_argv(const char *const *argv)
+{
+	size_t argc = 0;
+	char **sh;
+
+	while (argv[argc])
+		argc++;
+	sh = malloc((argc + 2) * sizeof *sh);
+	if (!sh)
+		return NULL;
+	sh[0] = (char *)"/bin/sh";
+	sh[1] = NULL;
+	memcpy(sh + 2, argv + 1, argc * sizeof *sh);   /* argv[1..], and the NULL */
+	return sh;
+}
+
 /* The message a task that could not start fails with; NULL if out of
  * memory (it then fails with the plain description of its status). */
 static char *describe_failure(const struct errgroup_cmd *cmd, const struct failure *f)
@@ -295,7 +325,10 @@ int spawn_command(errgroup *g, const void *what, struct task *t)
 	l.cmd = cmd;
 	l.envp = cmd->envp ? (char *const *)cmd->envp : environ;
 	l.files = program_files(cmd->argv[0]);
-	if (!l.files) {
+	l.script_argv = script_argv(cmd->argv);
+	if (!l.files || !l.script_argv) {
+		free(l.files);
+		free(l.script_argv);
 		fdreg_close(lifeline[0]);
 		fdreg_close(lifeline[1]);
 		fdreg_close(report[0]);
@@ -324,6 +357,7 @@ int spawn_command(errgroup *g, const void *what, struct task *t)
 	fdreg_close(lifeline[0]);
 	fdreg_close(report[1]);
 	free(l.files);
+	free(l.script_argv);
 	if (pid > 0 && (flags & CLONE_PIDFD) && pidfd < 0) {
 		abort_child(pid, -1);
 		pid = -1;

@@ -148,6 +148,46 @@ static void test_program_not_executable_fails_with_126(void **state)
 	rmdir(dir);
 }
 
+/* A script without "#!", which the kernel refuses (ENOEXEC), is run by
+ * /bin/sh, as execvp() and xargs run it: given by its path, and found in
+ * PATH. */
+static void test_script_without_interpreter_line_runs_under_sh(void **state)
+{
+	char dir[] = "/tmp/errgroup-test-XXXXXX", file[PATH_MAX], path[2 * PATH_MAX];
+	const char *const by_path[] = { file, "a", "b c", NULL };
+	const char *const by_name[] = { "errgroup-script", "d", NULL };
+	const char script[] = "echo \"$#:$1:$2\"\n";
+	const struct errgroup_error *e;
+	const char *old = getenv("PATH");
+	char *saved = old ? strdup(old) : NULL, *text;
+	int fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(file, sizeof file, "%s/errgroup-script", dir);
+	fd = open(file, O_WRONLY | O_CREAT | O_CLOEXEC, 0755);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, script, sizeof script - 1), (ssize_t)sizeof script - 1);
+	close(fd);
+
+	text = output_of(by_path, &e);
+	assert_null(e);
+	assert_string_equal(text, "2:a:b c\n");
+
+	snprintf(path, sizeof path, "%s:%s", dir, saved ? saved : "/usr/bin:/bin");
+	assert_int_equal(setenv("PATH", path, 1), 0);
+	text = output_of(by_name, &e);
+	if (saved)
+		setenv("PATH", saved, 1);
+	else
+		unsetenv("PATH");
+	free(saved);
+	assert_null(e);
+	assert_string_equal(text, "1:d:\n");
+	unlink(file);
+	rmdir(dir);
+}
+
 /*
  * Scenario 1: a program that cannot be started is a task like any other
  * once its child has reported why: reaped by wait (no zombie, even before
@@ -576,6 +616,7 @@ int main(void)
 		census_test(test_exit_status_is_the_result),
 		census_test(test_program_not_found_fails_with_127_and_names_it),
 		census_test(test_program_not_executable_fails_with_126),
+		census_test(test_script_without_interpreter_line_runs_under_sh),
 		census_test(test_failed_exec_leaves_no_zombie_and_no_fd),
 		census_test(test_missing_directory_fails_with_127_and_names_it),
 		census_test(test_argv_reaches_the_program_unsplit),
