@@ -319,8 +319,8 @@ void errgroup_cancel(errgroup *g);
 
 /*
  * errgroup_signal - send sig to every child still running: its whole
- * process group, and the child itself if it left that group (each
- * once), as errgroup_cancel sends its SIGTERM.  For passing on a signal
+ * process group, and the child itself if it left that group, as
+ * errgroup_cancel sends its SIGTERM.  For passing on a signal
  * the caller received (SIGHUP to make every task reload, say), and for
  * job control: SIGSTOP suspends every task with all it started, SIGCONT
  * resumes them.  It is not a cancellation: the group goes on, and a child
@@ -330,10 +330,14 @@ void errgroup_cancel(errgroup *g);
  * group's own timers run on while its tasks are stopped, and a task
  * stopped when the group cancels it or its time runs out gets SIGCONT
  * after the SIGTERM, so that it sees it.  sig 0 sends nothing and counts
- * the running children.  It takes the group's lock: not from a signal
- * handler (pass the signal on from a signalfd or a self-pipe instead).
- * Returns how many children it sent the signal to, or -EINVAL (sig is not
- * a signal number), -ECHILD.
+ * the running children.  SIGRTMIN is the start gate's signal (a child
+ * waits for it before it runs its task, and drops any that follow): a
+ * SIGRTMIN sent to a task that has not yet begun its function is lost.
+ * A task that moved into a sibling task's process group gets the signal
+ * twice, once directly and once through that group.  It takes the
+ * group's lock: not from a signal handler (pass the signal on from a
+ * signalfd or a self-pipe instead).  Returns how many children it sent
+ * the signal to, or -EINVAL (sig is not a signal number), -ECHILD.
  */
 int errgroup_signal(errgroup *g, int sig);
 
