@@ -583,6 +583,17 @@ static int setup(struct run *r)
 	 * (LISTEN_PID and WATCHDOG_PID name errgroup, so jobs ignore those.)
 	 * Unset while errgroup is still one thread: the jobs get environ. */
 	unsetenv("NOTIFY_SOCKET");
+	/* Before the signals are blocked: opening a fifo waits for its reader,
+	 * and writing the header may wait too, and a Ctrl-C then must end
+	 * errgroup, as it ends a shell's >fifo.  No job has started yet. */
+	if (r->opts->joblog_path) {
+		res = joblog_open(&r->joblog, r->opts->joblog_path);
+		if (res < 0) {
+			warn("cannot write the job log %s: %s", r->opts->joblog_path,
+			     strerror(-res));
+			return res;
+		}
+	}
 	res = r->signal_fd = open_signal_fd(&r->mask);
 	if (res < 0) {
 		warn("cannot catch signals: %s", strerror(-res));
@@ -592,14 +603,6 @@ static int setup(struct run *r)
 	if (r->dev_null < 0) {
 		warn("cannot open /dev/null: %s", strerror(errno));
 		return -errno;
-	}
-	if (r->opts->joblog_path) {
-		res = joblog_open(&r->joblog, r->opts->joblog_path);
-		if (res < 0) {
-			warn("cannot write the job log %s: %s", r->opts->joblog_path,
-			     strerror(-res));
-			return res;
-		}
 	}
 	/* Each job is at most once in each of these. */
 	r->outcome->failures = calloc(count + 1, sizeof *r->outcome->failures);

@@ -957,6 +957,50 @@ test_job_log_whose_reader_pauses_holds_up_no_stop() {
 	expect_rc 143
 }
 
+# waiting_to_open PID: errgroup sleeps in openat(2), x86-64 number 257, as
+# it does opening a fifo that has no reader.
+waiting_to_open() {
+	asleep "$1" && [ "$(cut -d' ' -f1 "/proc/$1/syscall" 2>/dev/null)" = 257 ]
+}
+
+# signal_while STEP SIGNAL ARGS...: runs errgroup with ARGS in the
+# background, sends it SIGNAL once the function STEP, given its pid,
+# holds five times running; $rc as with eg.
+signal_while() {
+	local step=$1 sig=$2 pid watchdog
+	shift 2
+	env --default-signal=INT "$EG" "$@" >"$D/out" 2>"$D/err" &
+	pid=$!
+	watch "$pid"
+	steadily 1000 "$step" "$pid" || fail "errgroup never waited ($step)"
+	kill "-$sig" "$pid"
+	{ wait "$pid"; } 2>/dev/null
+	rc=$?
+	wait "$watchdog"
+}
+
+# Before any job starts, errgroup may wait for the reader of its job log:
+# to open a fifo, then to write the header into a pipe that is full.  A
+# signal then ends it, as it ends a shell's >fifo; blocked for the
+# signalfd, it did nothing, and only SIGKILL ended errgroup.
+test_signal_ends_errgroup_waiting_for_its_job_log() {
+	local sig status reader
+	mkfifo "$D/log"
+	for sig in INT:130 TERM:143 HUP:129; do
+		status=${sig#*:}
+		signal_while waiting_to_open "${sig%:*}" --joblog "$D/log" echo ::: a
+		expect_rc "$status" || return
+	done
+	[ ! -s "$D/out" ] || fail "a job ran: '$(cat "$D/out")'"
+	rm "$D/log"
+	pause_reader "$D/log"
+	perl -e 'use Fcntl; fcntl(STDOUT, F_SETFL, O_NONBLOCK);
+		1 while defined syswrite(STDOUT, "x" x 4096)' >"$D/log"
+	signal_while waiting_to_write TERM --joblog "$D/log" echo ::: a
+	end_reader
+	expect_rc 143
+}
+
 # A job log whose reader went away is errgroup's own failure, as its
 # stdout's is: the jobs stop, the message names the cause, status 125.
 test_job_log_that_cannot_be_written_stops_the_jobs() {
