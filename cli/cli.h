@@ -156,5 +156,6 @@ int json_write(const struct joblist *list);
 void progress_start(bool wanted);
 void progress_draw(size_t done, size_t failed, size_t running, size_t total);
 void progress_clear(void);
+void progress_wrote(int fd, const char *text, size_t len);
 
 #endif

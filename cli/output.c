@@ -193,6 +193,7 @@ static void emit(const struct capture *c, const struct job *job,
 		emit_tagged(c->to_fd, job->name, c->data, len);
 	else
 		write_all(c->to_fd, c->data, len);
+	progress_wrote(c->to_fd, c->data, len);
 }
 
 /* Writes out what is held and forgets it. */

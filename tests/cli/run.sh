@@ -1051,6 +1051,38 @@ test_bar_draws_on_a_terminal() {
 	sed 's/\x1b\[K//g' "$D/out" | tr '\r' '\n' | grep -q '^a$' || fail "output mixed with the bar"
 }
 
+# terminal_shows FILE: the lines a terminal shows for the bytes in FILE,
+# which hold no controls but those --bar writes: \r, \n and ESC[K (erase
+# to the end of the line).
+terminal_shows() {
+	perl -0777 -ne '
+		my @lines = (""); my $col = 0;
+		for (split /(\r|\n|\e\[K)/) {
+			if ($_ eq "\n") { push @lines, ""; $col = 0 }
+			elsif ($_ eq "\r") { $col = 0 }
+			elsif ($_ eq "\e[K") { substr($lines[-1], $col) = "" }
+			else { substr($lines[-1], $col, length) = $_; $col += length }
+		}
+		print "$_\n" for @lines' "$1"
+}
+
+# A job's output that ends without a newline stays on the terminal: the
+# bar, drawn from the start of the cursor's line, erased it.  Output that
+# goes elsewhere leaves the bar where it is.
+test_bar_erases_no_unfinished_line() {
+	command -v script >/dev/null || return 0   # util-linux, for a pty
+	script -qec "$EG --bar sh -c 'printf out:{}; printf err:{} >&2' ::: a" /dev/null >"$D/out" 2>"$D/err"
+	rc=$?
+	expect_rc 0
+	terminal_shows "$D/out" | grep -q '^out:aerr:a$' ||
+		fail "the terminal shows '$(terminal_shows "$D/out")'"
+	script -qec "$EG --bar sh -c 'printf out:{}' ::: a >$D/file" /dev/null >"$D/out" 2>"$D/err"
+	rc=$?
+	expect_rc 0
+	[ "$(cat "$D/file")" = out:a ] || fail "stdout holds '$(cat "$D/file")'"
+	[ "$(tr -cd '\n' <"$D/out" | wc -c)" -eq 0 ] || fail "the bar moved to a new line for output elsewhere"
+}
+
 # A job in its own, background process group that read the terminal would
 # stop for good (SIGTTIN): refused before any job starts.
 # Jobs have no controlling terminal.  In their background process groups
