@@ -86,27 +86,62 @@ static const char usage_text[] =
 "exits with 125 or more itself passes that status on, as a shell does; the\n"
 "report on standard error tells the cases apart.\n";
 
+/*
+ * Writes "errgroup: MESSAGE\n" to stderr, in one write when it fits in a
+ * pipe's atomic size, as the jobs' output is written (output_write): a
+ * stderr that a job shares (-u) may have been left non-blocking, and
+ * stdio dropped the text on EAGAIN.  A message longer than the buffer (a
+ * job's command may be) gets memory of its own, or is cut short.
+ */
+static void vwarn(const char *fmt, va_list ap)
+{
+	char buf[1024], *text = buf;
+	size_t start, len;
+	va_list again;
+	int n;
+
+	start = (size_t)snprintf(buf, sizeof buf, "%s: ", program_name);
+	va_copy(again, ap);
+	n = vsnprintf(buf + start, sizeof buf - start, fmt, ap);
+	len = n < 0 ? 0 : (size_t)n;
+	if (start + len >= sizeof buf) {
+		text = malloc(start + len + 1);
+		if (text) {
+			memcpy(text, buf, start);
+			vsnprintf(text + start, len + 1, fmt, again);
+		} else {
+			text = buf;
+			len = sizeof buf - start - 1;
+		}
+	}
+	va_end(again);
+	text[start + len] = '\n';   /* over the terminating NUL */
+	output_write(STDERR_FILENO, text, start + len + 1);
+	if (text != buf)
+		free(text);
+}
+
 void warn(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: ", program_name);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vwarn(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 static void __attribute__((format(printf, 1, 2), noreturn))
 die_usage(const char *fmt, ...)
 {
+	char hint[64];
 	va_list ap;
+	int n;
 
-	fprintf(stderr, "%s: ", program_name);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vwarn(fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nTry '%s --help' for more information.\n", program_name);
+	n = snprintf(hint, sizeof hint, "Try '%s --help' for more information.\n", program_name);
+	output_write(STDERR_FILENO, hint, (size_t)n);
 	exit(EXIT_USAGE);
 }
 

@@ -904,6 +904,39 @@ test_json_survives_a_stdout_a_job_made_non_blocking() {
 	expect_rc 0
 }
 
+# errgroup ($pid) has exited, or waits to write.
+ended_or_waiting_to_write() {
+	[ ! -e "/proc/$pid" ] || [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] ||
+		waiting_to_write "$pid"
+}
+
+# The report, too, survives a stderr a job shared (-u) and left
+# non-blocking, with the pipe full: stdio dropped it on EAGAIN.  It waits
+# for the reader, who reads once errgroup has exited or waits to write.
+# The job's command is longer than any buffer for one message.
+test_report_survives_a_stderr_a_job_made_non_blocking() {
+	local pid watchdog reader long
+	long=$(printf '%05000d' 0)
+	mkfifo "$D/fifo"
+	{ "$AWAIT" "$D/go"; tr -d '#' >"$D/err"; } <"$D/fifo" &
+	reader=$!
+	"$EG" -u perl -e 'use Fcntl; fcntl(STDERR, F_SETFL, O_NONBLOCK);
+		1 while defined syswrite(STDERR, chr(35) x 4096); exit 3' ::: "$long" \
+		>"$D/out" 2>"$D/fifo" &
+	pid=$!
+	watch "$pid"
+	steadily 1000 ended_or_waiting_to_write || fail "errgroup neither ended nor waited"
+	touch "$D/go"
+	wait "$pid"
+	rc=$?
+	wait "$watchdog"
+	wait "$reader"
+	expect_rc 3
+	grep -qx "errgroup: job 1 (perl -e .* $long) exited with status 3" "$D/err" ||
+		fail "no whole report on the job"
+	expect_err "errgroup: 1 of 1 job failed"
+}
+
 # Starting hundreds of jobs (-j 0) takes a fork each: a failure, or a
 # signal, that comes meanwhile stops the starts at once, not once every
 # job has started.
