@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -46,16 +47,17 @@ struct task_fds task_kept_fds(void)
  * (closefrom before it runs a program, say), and its own files then take
  * the numbers.  The channel is known by its socket; the lifeline's read
  * end is the only file whose owner signal is SIGKILL (lifeline.c), also
- * as a dup.  Raw system calls: task_fds_leave runs in a new child.
+ * as a dup.  libc's fstat: the raw call's struct stat is not libc's on
+ * 32-bit architectures.  It runs only in a task and in its children, off
+ * the path of a task's start.
  */
 CHILD_CODE
 static bool is_channel(int fd)
 {
 	struct stat st;
 
-	return fd >= 0 && raw_syscall(SYS_fstat, fd, (long)&st, 0, 0, 0, 0) == 0 &&
-	       S_ISSOCK(st.st_mode) && st.st_dev == task_fds.channel_dev &&
-	       st.st_ino == task_fds.channel_ino;
+	return fd >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+	       st.st_dev == task_fds.channel_dev && st.st_ino == task_fds.channel_ino;
 }
 
 CHILD_CODE
@@ -158,7 +160,8 @@ static void wait_at_gate(int gate_signal, pid_t parent)
  */
 CHILD_CODE
 _Noreturn void child_run(const struct fdreg_snapshot *inherited, const struct task_fds *kept,
-			 int gate_signal, pid_t parent, errgroup_task *fn, void *arg)
+			 int gate_signal, pid_t parent, int cancel_state, errgroup_task *fn,
+			 void *arg)
 {
 	unsigned char frame[FRAME_HEADER_SIZE];
 	uint64_t none = 0;
@@ -171,6 +174,10 @@ _Noreturn void child_run(const struct fdreg_snapshot *inherited, const struct ta
 		leave(127);
 	wait_at_gate(gate_signal, parent);
 	raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&none, 0, sizeof none, 0, 0);
+	/* The fork copied the state go() set (internal.h): the task runs with
+	 * the caller's. */
+	if (cancel_state == PTHREAD_CANCEL_ENABLE)
+		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
 
 	r = fn(arg);
 

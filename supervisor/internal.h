@@ -88,7 +88,10 @@ static inline void cancellation_restore(int old)
  * more there.  In a host with one thread glibc writes it in none, and no
  * other thread can cancel this one: only a request the thread made of
  * itself can be pending, and it acts here, before the call takes
- * anything.  Returns -1 when there is nothing to restore.
+ * anything.  Returns -1 when there is nothing to restore.  The child of
+ * the fork copies the thread's state: the task gets the caller's back
+ * (child_run), and a request still pending at the fork would reach it,
+ * so start.c lets one that came during the wait for room act first.
  */
 static inline int go_cancellation_off(void)
 {
@@ -129,6 +132,7 @@ struct task {
 	int pidfd;                  /* -1 when the kernel offers no pidfds */
 	int lifeline;               /* write end of the child's lifeline pipe */
 	bool at_gate;               /* it waits for SIGNAL_GATE to run */
+	int cancel_state;           /* the caller's, for the task; -1: untouched */
 	bool signaled;              /* the group sent it SIGTERM or SIGKILL */
 	bool timed_out;             /*   because it ran past its time */
 	bool unreapable;            /* dead, but its tracer must see it first, or
@@ -240,7 +244,8 @@ struct task_fds {
 	ino_t channel_ino;          /* the task may have closed the number */
 };
 _Noreturn void child_run(const struct fdreg_snapshot *inherited, const struct task_fds *kept,
-			 int gate_signal, pid_t parent, errgroup_task *fn, void *arg);
+			 int gate_signal, pid_t parent, int cancel_state, errgroup_task *fn,
+			 void *arg);
 struct task_fds task_kept_fds(void);
 /* In the child of any fork: closes the task's fds, if it is a task's
  * child and they are still the task's, and forgets them. */

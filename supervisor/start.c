@@ -103,7 +103,7 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 	struct fdreg_snapshot inherited;
 	/* The child sees the group as zeroes: what it needs is copied here. */
 	struct task_fds kept = { g->channel_tx, -1, g->channel_dev, g->channel_ino };
-	int lifeline[2], r, gate_signal = SIGNAL_GATE;
+	int lifeline[2], r, gate_signal = SIGNAL_GATE, cancel_state = t->cancel_state;
 	pid_t parent = g->owner, pid;
 	sigset_t all, saved;
 
@@ -126,7 +126,7 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 	}
 	pid = fork();
 	if (pid == 0)
-		child_run(&inherited, &kept, gate_signal, parent, c->fn, c->arg);
+		child_run(&inherited, &kept, gate_signal, parent, cancel_state, c->fn, c->arg);
 	r = -errno;
 	fdreg_snapshot_done(&inherited);
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
@@ -206,8 +206,25 @@ static int refusal(errgroup *g)
 	return g->closed_by;
 }
 
-/* Lock held; taken back if let go. */
-static int start_locked(errgroup *g, spawn_fn *spawn, const void *what, bool block)
+/*
+ * A request to cancel the caller that came while it waited for room acts
+ * now, with nothing held: go() does not return and starts nothing.  Left
+ * pending, it would be copied into the task by the fork.  The lock is let
+ * go meanwhile.
+ */
+static void act_on_cancellation(errgroup *g, int cancellation)
+{
+	pthread_mutex_unlock(&g->lock);
+	pthread_setcancelstate(cancellation, NULL);
+	pthread_testcancel();
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	pthread_mutex_lock(&g->lock);
+}
+
+/* Lock held; taken back if let go.  cancellation: the caller's state, as
+ * go_cancellation_off left it. */
+static int start_locked(errgroup *g, spawn_fn *spawn, const void *what, bool block,
+			int cancellation)
 {
 	struct task *t;
 	int r;
@@ -220,10 +237,12 @@ static int start_locked(errgroup *g, spawn_fn *spawn, const void *what, bool blo
 	 * room reaps in poll_until instead, saving a round that finds nothing. */
 	if (!block || slot_free(g, NULL))
 		poll_ready(g);
-	if (!slot_free(g, NULL)) {
+	while (!slot_free(g, NULL)) {
 		if (!block)
 			return -EAGAIN;
 		poll_until(g, slot_free, NULL, false);
+		if (cancellation == PTHREAD_CANCEL_ENABLE)
+			act_on_cancellation(g, cancellation);
 	}
 	r = refusal(g);
 	if (r < 0)
@@ -239,6 +258,7 @@ static int start_locked(errgroup *g, spawn_fn *spawn, const void *what, bool blo
 	t = task_alloc(g);
 	if (!t)
 		return -ENOMEM;
+	t->cancel_state = cancellation;
 	g->starting++;
 	pthread_mutex_unlock(&g->lock);
 
@@ -286,7 +306,7 @@ int start_task(errgroup *g, spawn_fn *spawn, const void *what, bool block)
 		return -ECHILD;
 	cancellation = go_cancellation_off();
 	pthread_mutex_lock(&g->lock);
-	r = start_locked(g, spawn, what, block);
+	r = start_locked(g, spawn, what, block, cancellation);
 	pthread_mutex_unlock(&g->lock);
 	go_cancellation_restore(cancellation);
 	return r;

@@ -247,7 +247,6 @@ struct cancel_target {
 	_Atomic pid_t tid;
 	atomic_int returned;           /* the call returned before the cancel acted */
 	const struct errgroup_error *result;
-	int index;                     /* what go() returned */
 };
 
 static void *wait_then_honour_cancel(void *arg)
@@ -266,7 +265,7 @@ static void *go_then_honour_cancel(void *arg)
 	struct cancel_target *c = arg;
 
 	atomic_store(&c->tid, gettid());
-	c->index = errgroup_go(c->g, wait_at_gate_then_return_arg, NULL);
+	errgroup_go(c->g, wait_at_gate_then_return_arg, NULL);
 	atomic_store(&c->returned, 1);
 	pthread_testcancel();
 	return NULL;
@@ -307,12 +306,36 @@ static void test_thread_canceled_in_wait_returns_from_it_first(void **state)
 	assert_true(no_children_left());
 }
 
+/* pthread_join, but giving up after WAIT_LIMIT_MS: a thread stuck on a
+ * group the cancel broke fails the test instead of hanging it. */
+static int join_within_limit(pthread_t thread, void **value)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += WAIT_LIMIT_MS / 1000;
+	return pthread_timedjoin_np(thread, value, &until);
+}
+
+/* Whether errgroup_wait on g returns (no error) within WAIT_LIMIT_MS. */
+static bool group_still_waits(errgroup *g)
+{
+	struct waiter w = { .g = g };
+	pthread_t thread;
+
+	assert_int_equal(pthread_create(&thread, NULL, wait_for_group, &w), 0);
+	return join_within_limit(thread, NULL) == 0 && !w.result;
+}
+
 /*
  * The same in go() blocked at the limit, where it polls for the room:
  * canceled there, it left the poller role taken, and the next wait()
- * slept for ever on a poller that was gone.
+ * slept for ever on a poller that was gone.  Now the request acts once
+ * there is room, before go() starts anything: go() does not return, no
+ * index is used, and the group goes on.
  */
-static void test_thread_canceled_in_go_at_the_limit_returns_from_it_first(void **state)
+static void test_thread_canceled_in_go_at_the_limit_starts_nothing_and_leaves_the_group_whole(
+	void **state)
 {
 	struct cancel_target c = { 0 };
 	errgroup *g = errgroup_new();
@@ -329,15 +352,14 @@ static void test_thread_canceled_in_go_at_the_limit_returns_from_it_first(void *
 	wait_until_blocked_in_library(&c.tid);
 
 	assert_int_equal(pthread_cancel(thread), 0);
-	gate_open_n(gate[1], 2);
-	assert_int_equal(pthread_join(thread, &exit_value), 0);
-	assert_ptr_equal(exit_value, PTHREAD_CANCELED);
-	assert_int_equal(atomic_load(&c.returned), 1);
-	assert_int_equal(c.index, 1);
-
-	assert_null(errgroup_wait(g));
 	gate_open_n(gate[1], 1);
-	assert_int_equal(errgroup_go(g, wait_at_gate_then_return_arg, NULL), 2);
+	assert_int_equal(join_within_limit(thread, &exit_value), 0);
+	assert_ptr_equal(exit_value, PTHREAD_CANCELED);
+	assert_int_equal(atomic_load(&c.returned), 0);
+
+	assert_true(group_still_waits(g));
+	gate_open_n(gate[1], 1);
+	assert_int_equal(errgroup_go(g, wait_at_gate_then_return_arg, NULL), 1);
 	assert_null(errgroup_wait(g));
 	errgroup_free(g);
 	close(gate[0]);
@@ -350,7 +372,8 @@ static void test_thread_canceled_in_go_at_the_limit_returns_from_it_first(void *
  * the group's condition variable: canceled there, it took the group's
  * lock back and kept it, and every other call on the group hung.
  */
-static void test_thread_canceled_in_go_behind_a_poller_returns_from_it_first(void **state)
+static void test_thread_canceled_in_go_behind_a_poller_starts_nothing_and_leaves_the_group_whole(
+	void **state)
 {
 	struct cancel_target c = { 0 };
 	struct waiter waiter = { 0 };
@@ -371,20 +394,48 @@ static void test_thread_canceled_in_go_behind_a_poller_returns_from_it_first(voi
 	wait_until_blocked_in_library(&c.tid);
 
 	assert_int_equal(pthread_cancel(thread), 0);
-	gate_open_n(gate[1], 2);
-	assert_int_equal(pthread_join(thread, &exit_value), 0);
+	gate_open_n(gate[1], 1);
+	assert_int_equal(join_within_limit(thread, &exit_value), 0);
 	assert_ptr_equal(exit_value, PTHREAD_CANCELED);
-	assert_int_equal(atomic_load(&c.returned), 1);
-	assert_int_equal(c.index, 1);
-	assert_int_equal(pthread_join(waiting, NULL), 0);
+	assert_int_equal(atomic_load(&c.returned), 0);
+	assert_int_equal(join_within_limit(waiting, NULL), 0);
 	assert_null(waiter.result);
 
-	assert_null(errgroup_wait(g));
+	assert_true(group_still_waits(g));
 	assert_int_equal(errgroup_error_count(g), 0);
 	errgroup_free(g);
 	close(gate[0]);
 	close(gate[1]);
 	assert_true(no_children_left());
+}
+
+/* Reports the task's cancel state: 0 if enabled, 1 if disabled. */
+static int report_cancel_state(void *arg)
+{
+	int old;
+
+	(void)arg;
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
+	return old == PTHREAD_CANCEL_ENABLE ? 0 : 1;
+}
+
+/* go() turns cancellation off in a host with threads, which this one is;
+ * the fork copies that state, but the task runs with the caller's. */
+static void test_task_of_a_threaded_host_runs_with_the_callers_cancel_state(void **state)
+{
+	errgroup *g = errgroup_new();
+	int old;
+
+	(void)state;
+	assert_non_null(g);
+	assert_int_equal(errgroup_go(g, report_cancel_state, NULL), 0);
+	assert_null(errgroup_wait(g));
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	assert_int_equal(errgroup_go(g, report_cancel_state, NULL), 1);
+	pthread_setcancelstate(old, NULL);
+	assert_non_null(errgroup_wait(g));
+	assert_int_equal(errgroup_error_at(g, 0)->task, 1);
+	errgroup_free(g);
 }
 
 /*
@@ -600,8 +651,9 @@ int main(int argc, char **argv)
 		census_test(test_wait_from_two_threads_at_once_both_return_the_first_error),
 		census_test(test_cancel_racing_go_from_threads_keeps_exact_accounting),
 		census_test(test_thread_canceled_in_wait_returns_from_it_first),
-		census_test(test_thread_canceled_in_go_at_the_limit_returns_from_it_first),
-		census_test(test_thread_canceled_in_go_behind_a_poller_returns_from_it_first),
+		census_test(test_thread_canceled_in_go_at_the_limit_starts_nothing_and_leaves_the_group_whole),
+		census_test(test_thread_canceled_in_go_behind_a_poller_starts_nothing_and_leaves_the_group_whole),
+		census_test(test_task_of_a_threaded_host_runs_with_the_callers_cancel_state),
 		census_test(test_own_cancel_request_acts_as_go_begins_in_a_host_with_one_thread),
 	};
 
