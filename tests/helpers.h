@@ -196,6 +196,43 @@ static inline int await_word_or_hangup(int life_rx)
 	return p[0].revents ? await_word() : 0;
 }
 
+/* What the tests that cannot run here exit with, in a child. */
+#define SKIP_STATUS 77
+
+/* Runs body in a child that exits with what it returns, and gives that
+ * status; the test is skipped on SKIP_STATUS.  For a body that must be
+ * a process of its own: a session leader, a process that never used the
+ * library. */
+static inline int status_in_child(int (*body)(void))
+{
+	int status;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(body());
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == SKIP_STATUS)
+		skip();
+	return WEXITSTATUS(status);
+}
+
+/* In a child: makes it lead a new session whose controlling terminal is a
+ * new pty.  Returns the pty's master, and its terminal in *tty; exits with
+ * SKIP_STATUS where there are no ptys, with 2 on any other failure. */
+static inline int lead_a_session_on_a_new_pty(int *tty)
+{
+	int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+
+	if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)
+		_exit(SKIP_STATUS);
+	/* The first terminal a session leader opens becomes its own. */
+	if (setsid() < 0 || (*tty = open(ptsname(master), O_RDWR | O_CLOEXEC)) < 0)
+		_exit(2);
+	return master;
+}
+
 /* Under valgrind, signals and dispositions are partly valgrind's own. */
 static inline bool under_valgrind(void)
 {

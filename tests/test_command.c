@@ -364,39 +364,28 @@ static void test_program_leads_its_own_process_group(void **state)
  * a prompt on /dev/tty (ssh, sudo) would stop it with SIGTTIN, and the
  * group would wait for ever.  The host leads a session whose terminal is a
  * new pty; the program must fail to open /dev/tty. */
+static int host_whose_program_opens_the_terminal(void)
+{
+	const char *const argv[] = { "sh", "-c", "exec 2>/dev/null 3</dev/tty", NULL };
+	struct errgroup_cmd cmd = { .argv = argv };
+	const struct errgroup_error *e;
+	errgroup *g;
+	int tty;
+
+	lead_a_session_on_a_new_pty(&tty);
+	if (open("/dev/tty", O_RDONLY | O_CLOEXEC) < 0)
+		return 2;
+	g = errgroup_new();
+	if (!g || errgroup_go_cmd(g, &cmd) < 0)
+		return 3;
+	e = errgroup_wait(g);
+	return e && e->cause == ERRGROUP_EXITED && e->code != 0 ? 0 : 1;
+}
+
 static void test_program_has_no_controlling_terminal(void **state)
 {
-	int status;
-	pid_t host;
-
 	(void)state;
-	host = fork();
-	assert_true(host >= 0);
-	if (host == 0) {
-		const char *const argv[] = { "sh", "-c", "exec 2>/dev/null 3</dev/tty", NULL };
-		struct errgroup_cmd cmd = { .argv = argv };
-		const struct errgroup_error *e;
-		int master;
-		errgroup *g;
-
-		master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-		if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)
-			_exit(77);   /* no ptys here */
-		/* The first terminal a session leader opens becomes its own. */
-		if (setsid() < 0 || open(ptsname(master), O_RDWR | O_CLOEXEC) < 0 ||
-		    open("/dev/tty", O_RDONLY | O_CLOEXEC) < 0)
-			_exit(2);
-		g = errgroup_new();
-		if (!g || errgroup_go_cmd(g, &cmd) < 0)
-			_exit(3);
-		e = errgroup_wait(g);
-		_exit(e && e->cause == ERRGROUP_EXITED && e->code != 0 ? 0 : 1);
-	}
-	assert_int_equal(waitpid(host, &status, 0), host);
-	assert_true(WIFEXITED(status));
-	if (WEXITSTATUS(status) == 77)
-		skip();
-	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(status_in_child(host_whose_program_opens_the_terminal), 0);
 }
 
 /* The host ignores SIGTERM and blocks SIGINT: the program must see

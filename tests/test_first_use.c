@@ -177,7 +177,8 @@ static void *go_when_told(void *arg)
 }
 
 /* In a process that has never started a task: 0, 1 if the other thread's
- * task held a pidfd, 77 if the library did not probe (no pidfds). */
+ * task held a pidfd, SKIP_STATUS if the library did not probe (no
+ * pidfds). */
 static int fork_while_the_probe_holds_its_pidfd(void)
 {
 	errgroup *prober_group = errgroup_new(), *group = errgroup_new();
@@ -199,25 +200,14 @@ static int fork_while_the_probe_holds_its_pidfd(void)
 	errgroup_wait(prober_group);
 	e = errgroup_wait(group);
 	if (!held)
-		return 77;
+		return SKIP_STATUS;
 	return e ? 1 : 0;
 }
 
 static void test_task_started_during_the_pidfd_probe_holds_no_pidfd(void **state)
 {
-	int status;
-	pid_t pid;
-
 	(void)state;
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0)
-		_exit(fork_while_the_probe_holds_its_pidfd());
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
-	if (WEXITSTATUS(status) == 77)
-		skip();
-	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(status_in_child(fork_while_the_probe_holds_its_pidfd), 0);
 }
 
 int main(void)

@@ -1472,39 +1472,28 @@ static int read_hello_from_the_terminal(void *arg)
  * types the line before the task starts; the timeout only ends the run
  * when the task was stopped.
  */
+static int host_whose_task_reads_its_terminal(void)
+{
+	const struct errgroup_error *e;
+	int master, tty;
+	errgroup *g;
+
+	master = lead_a_session_on_a_new_pty(&tty);
+	if (dup2(tty, STDIN_FILENO) < 0 || write(master, "hello\n", 6) != 6)
+		return 2;
+	g = errgroup_new();
+	if (!g || errgroup_set_timeout_ms(g, WAIT_LIMIT_MS) < 0 ||
+	    errgroup_set_grace_ms(g, 100) < 0 ||
+	    errgroup_go(g, read_hello_from_the_terminal, NULL) < 0)
+		return 3;
+	e = errgroup_wait(g);
+	return e ? 10 + (int)e->cause : 0;
+}
+
 static void test_task_reading_the_hosts_terminal_is_not_stopped(void **state)
 {
-	int status;
-	pid_t host;
-
 	(void)state;
-	host = fork();
-	assert_true(host >= 0);
-	if (host == 0) {
-		const struct errgroup_error *e;
-		int master, tty;
-		errgroup *g;
-
-		master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-		if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)
-			_exit(77);   /* no ptys here */
-		/* The first terminal a session leader opens becomes its own. */
-		if (setsid() < 0 || (tty = open(ptsname(master), O_RDWR)) < 0 ||
-		    dup2(tty, STDIN_FILENO) < 0 || write(master, "hello\n", 6) != 6)
-			_exit(2);
-		g = errgroup_new();
-		if (!g || errgroup_set_timeout_ms(g, WAIT_LIMIT_MS) < 0 ||
-		    errgroup_set_grace_ms(g, 100) < 0 ||
-		    errgroup_go(g, read_hello_from_the_terminal, NULL) < 0)
-			_exit(3);
-		e = errgroup_wait(g);
-		_exit(e ? 10 + (int)e->cause : 0);
-	}
-	assert_int_equal(waitpid(host, &status, 0), host);
-	assert_true(WIFEXITED(status));
-	if (WEXITSTATUS(status) == 77)
-		skip();
-	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(status_in_child(host_whose_task_reads_its_terminal), 0);
 }
 
 /* ---- atexit (stdio: test_stdio.c) ---- */

@@ -328,26 +328,32 @@ static bool group_still_waits(errgroup *g)
 }
 
 /*
- * The same in go() blocked at the limit, where it polls for the room:
- * canceled there, it left the poller role taken, and the next wait()
- * slept for ever on a poller that was gone.  Now the request acts once
- * there is room, before go() starts anything: go() does not return, no
- * index is used, and the group goes on.
+ * The same in go() blocked at the limit: canceled there, it left the
+ * poller role taken (as the poller, in epoll_wait), and the next wait()
+ * slept for ever on a poller that was gone; or, asleep on the group's
+ * condition variable while another thread polled, it took the group's
+ * lock back and kept it, and every other call on the group hung.  Now the
+ * request acts once there is room, before go() starts anything: go() does
+ * not return, no index is used, and the group goes on.
  */
-static void test_thread_canceled_in_go_at_the_limit_starts_nothing_and_leaves_the_group_whole(
-	void **state)
+static void cancel_go_blocked_at_the_limit(bool behind_a_poller)
 {
 	struct cancel_target c = { 0 };
+	struct waiter waiter = { 0 };
 	errgroup *g = errgroup_new();
-	pthread_t thread;
+	pthread_t thread, waiting;
 	void *exit_value;
 
-	(void)state;
 	assert_non_null(g);
 	c.g = g;
+	waiter.g = g;
 	assert_int_equal(pipe2(gate, O_CLOEXEC), 0);
 	assert_int_equal(errgroup_set_limit(g, 1), 0);
 	assert_int_equal(errgroup_go(g, wait_at_gate_then_return_arg, NULL), 0);
+	if (behind_a_poller) {
+		assert_int_equal(pthread_create(&waiting, NULL, wait_for_group, &waiter), 0);
+		wait_until_blocked_in_library(&waiter.tid);
+	}
 	assert_int_equal(pthread_create(&thread, NULL, go_then_honour_cancel, &c), 0);
 	wait_until_blocked_in_library(&c.tid);
 
@@ -356,8 +362,13 @@ static void test_thread_canceled_in_go_at_the_limit_starts_nothing_and_leaves_th
 	assert_int_equal(join_within_limit(thread, &exit_value), 0);
 	assert_ptr_equal(exit_value, PTHREAD_CANCELED);
 	assert_int_equal(atomic_load(&c.returned), 0);
+	if (behind_a_poller) {
+		assert_int_equal(join_within_limit(waiting, NULL), 0);
+		assert_null(waiter.result);
+	}
 
 	assert_true(group_still_waits(g));
+	assert_int_equal(errgroup_error_count(g), 0);
 	gate_open_n(gate[1], 1);
 	assert_int_equal(errgroup_go(g, wait_at_gate_then_return_arg, NULL), 1);
 	assert_null(errgroup_wait(g));
@@ -367,46 +378,18 @@ static void test_thread_canceled_in_go_at_the_limit_starts_nothing_and_leaves_th
 	assert_true(no_children_left());
 }
 
-/*
- * And in go() blocked at the limit while another thread polls, asleep on
- * the group's condition variable: canceled there, it took the group's
- * lock back and kept it, and every other call on the group hung.
- */
+static void test_thread_canceled_in_go_at_the_limit_starts_nothing_and_leaves_the_group_whole(
+	void **state)
+{
+	(void)state;
+	cancel_go_blocked_at_the_limit(false);
+}
+
 static void test_thread_canceled_in_go_behind_a_poller_starts_nothing_and_leaves_the_group_whole(
 	void **state)
 {
-	struct cancel_target c = { 0 };
-	struct waiter waiter = { 0 };
-	errgroup *g = errgroup_new();
-	pthread_t thread, waiting;
-	void *exit_value;
-
 	(void)state;
-	assert_non_null(g);
-	c.g = g;
-	waiter.g = g;
-	assert_int_equal(pipe2(gate, O_CLOEXEC), 0);
-	assert_int_equal(errgroup_set_limit(g, 1), 0);
-	assert_int_equal(errgroup_go(g, wait_at_gate_then_return_arg, NULL), 0);
-	assert_int_equal(pthread_create(&waiting, NULL, wait_for_group, &waiter), 0);
-	wait_until_blocked_in_library(&waiter.tid);
-	assert_int_equal(pthread_create(&thread, NULL, go_then_honour_cancel, &c), 0);
-	wait_until_blocked_in_library(&c.tid);
-
-	assert_int_equal(pthread_cancel(thread), 0);
-	gate_open_n(gate[1], 1);
-	assert_int_equal(join_within_limit(thread, &exit_value), 0);
-	assert_ptr_equal(exit_value, PTHREAD_CANCELED);
-	assert_int_equal(atomic_load(&c.returned), 0);
-	assert_int_equal(join_within_limit(waiting, NULL), 0);
-	assert_null(waiter.result);
-
-	assert_true(group_still_waits(g));
-	assert_int_equal(errgroup_error_count(g), 0);
-	errgroup_free(g);
-	close(gate[0]);
-	close(gate[1]);
-	assert_true(no_children_left());
+	cancel_go_blocked_at_the_limit(true);
 }
 
 /* Reports the task's cancel state: 0 if enabled, 1 if disabled. */
