@@ -168,6 +168,7 @@ static void prepare(void)
 	if (own) {
 		take_snapshot(r, own);
 		own->taken = true;
+		task_fds_forking(own->kept);
 		return;
 	}
 	take_snapshot(r, &inherited);
@@ -275,15 +276,17 @@ static void child(void)
 
 /* The library's own fork is about to happen in this thread: its prepare
  * handler will fill s (which must stay put until fork() returns) instead
- * of the static snapshot.  With every signal blocked, so that no handler
- * in this thread forks first and takes s.  Returns 0 or -ENOMEM. */
-int fdreg_snapshot_at_fork(struct fdreg_snapshot *s)
+ * of the static snapshot, and make kept the new task's record.  With
+ * every signal blocked, so that no handler in this thread forks first and
+ * takes s.  Returns 0 or -ENOMEM. */
+int fdreg_snapshot_at_fork(struct fdreg_snapshot *s, const struct task_fds *kept)
 {
 	struct registry *r = lock();
 
 	if (!r)
 		return -ENOMEM;
 	s->thread = pthread_self();
+	s->kept = kept;
 	s->taken = false;
 	s->next = r->requests;
 	r->requests = s;

@@ -512,6 +512,160 @@ static void test_message_sent_by_another_thread_of_the_task_arrives(void **state
 	assert_string_equal(msg, "from a worker thread");
 }
 
+/*
+ * Where a task finds the fds it sends through (child.c) depends on the
+ * thread that forked it: on the host's first stack, or saved by the child
+ * when another thread forks.  A task that starts tasks of its own, from
+ * its first thread or another, moves the library's pointer to that place
+ * in its own memory.  Each way, both the inner task's message and the one
+ * the task sends afterwards from a worker thread arrive.  The host
+ * alternates the thread that starts the task, so the pointer moves in the
+ * host too.
+ */
+struct nesting {
+	bool outer_from_thread;
+	bool inner_from_thread;
+};
+
+static int inner_message(void *arg)
+{
+	(void)arg;
+	return errgroup_errorf(3, "from the inner task");
+}
+
+/* 0, or which check failed (100 and up). */
+static int run_inner_group(void)
+{
+	const struct errgroup_error *e;
+	errgroup *inner = errgroup_new();
+	int r;
+
+	if (!inner)
+		return 100;
+	r = errgroup_go(inner, inner_message, NULL) == 0 ? 0 : 101;
+	e = errgroup_wait(inner);
+	if (r == 0)
+		r = !e ? 102 : e->code != 3 ? 103 :
+		    strcmp(e->message, "from the inner task") != 0 ? 104 : 0;
+	errgroup_free(inner);
+	return r;
+}
+
+static void *run_inner_group_in_thread(void *result)
+{
+	*(int *)result = run_inner_group();
+	return NULL;
+}
+
+static int inner_group_then_message_from_a_thread(void *arg)
+{
+	const struct nesting *n = arg;
+	pthread_t thread;
+	int r = 105;
+
+	if (!n->inner_from_thread)
+		r = run_inner_group();
+	else if (pthread_create(&thread, NULL, run_inner_group_in_thread, &r) == 0)
+		pthread_join(thread, NULL);
+	return r ? r : message_from_another_thread(NULL);
+}
+
+struct start {
+	errgroup *g;
+	struct nesting *n;
+	int index;
+};
+
+static void *start_in_thread(void *arg)
+{
+	struct start *s = arg;
+
+	s->index = errgroup_go(s->g, inner_group_then_message_from_a_thread, s->n);
+	return NULL;
+}
+
+static void test_message_arrives_whichever_thread_started_the_task_and_its_own_tasks(void **state)
+{
+	struct nesting ways[] = { { false, false }, { true, false }, { false, true },
+				  { true, true }, { false, false } };
+	(void)state;
+
+	for (size_t i = 0; i < sizeof ways / sizeof ways[0]; i++) {
+		struct start s = { errgroup_new(), &ways[i], -1 };
+		const struct errgroup_error *e;
+		pthread_t thread;
+
+		assert_non_null(s.g);
+		if (ways[i].outer_from_thread) {
+			assert_int_equal(pthread_create(&thread, NULL, start_in_thread, &s), 0);
+			assert_int_equal(pthread_join(thread, NULL), 0);
+		} else {
+			start_in_thread(&s);
+		}
+		assert_int_equal(s.index, 0);
+		e = errgroup_wait(s.g);
+		assert_non_null(e);
+		if (e->code != 5)
+			print_error("way %zu: %s (code %d)\n", i, e->message, e->code);
+		assert_int_equal(e->cause, ERRGROUP_RETURNED);
+		assert_int_equal(e->code, 5);
+		assert_string_equal(e->message, "from a worker thread");
+		errgroup_free(s.g);
+	}
+}
+
+/*
+ * The pointer to a task's fds must never lead into memory the host may
+ * unmap: a thread's stack goes when the thread ends.  A host thread on a
+ * stack of the test's own starts a task and ends; the stack is unmapped.
+ * Then the host's next fork, a plain fork of its own, and an
+ * errgroup_errorf in the host (which is no task) must all still work.
+ */
+#define OWN_STACK_SIZE (256 * 1024)
+
+static void test_task_started_from_a_thread_whose_stack_is_gone_leaves_nothing_dangling(void **state)
+{
+	struct nesting way = { false, false };
+	struct start s = { errgroup_new(), &way, -1 };
+	const struct errgroup_error *e;
+	pthread_attr_t attr;
+	pthread_t thread;
+	void *stack;
+	int status;
+	pid_t pid;
+
+	(void)state;
+	assert_non_null(s.g);
+	stack = mmap(NULL, OWN_STACK_SIZE, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	assert_true(stack != MAP_FAILED);
+	assert_int_equal(pthread_attr_init(&attr), 0);
+	assert_int_equal(pthread_attr_setstack(&attr, stack, OWN_STACK_SIZE), 0);
+	assert_int_equal(pthread_create(&thread, &attr, start_in_thread, &s), 0);
+	assert_int_equal(pthread_join(thread, NULL), 0);
+	pthread_attr_destroy(&attr);
+	assert_int_equal(munmap(stack, OWN_STACK_SIZE), 0);
+	assert_int_equal(s.index, 0);
+
+	assert_int_equal(errgroup_go(s.g, inner_group_then_message_from_a_thread, &way), 1);
+	pid = fork();
+	if (pid == 0)
+		_exit(errgroup_errorf(0, "not a task") == 0 ? 0 : 1);
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_int_equal(errgroup_errorf(9, "in the host"), 9);
+	e = errgroup_wait(s.g);
+	assert_non_null(e);
+	assert_int_equal(errgroup_error_count(s.g), 2);
+	for (size_t i = 0; i < 2; i++) {
+		e = errgroup_error_at(s.g, i);
+		assert_int_equal(e->code, 5);
+		assert_string_equal(e->message, "from a worker thread");
+	}
+	errgroup_free(s.g);
+}
+
 static int message_then_crash(void *arg)
 {
 	(void)arg;
@@ -706,6 +860,8 @@ int main(void)
 		census_test(test_exit_zero_is_success_whatever_it_sent),
 		census_test(test_message_of_a_task_that_succeeded_is_never_another_tasks),
 		census_test(test_message_sent_by_another_thread_of_the_task_arrives),
+		census_test(test_message_arrives_whichever_thread_started_the_task_and_its_own_tasks),
+		census_test(test_task_started_from_a_thread_whose_stack_is_gone_leaves_nothing_dangling),
 		census_test(test_message_survives_a_crash),
 		census_test(test_last_message_wins),
 		census_test(test_message_of_64_kib_arrives_intact),
