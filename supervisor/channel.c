@@ -13,6 +13,12 @@
  * queued when it starts fits in SO_SNDBUF bytes, so a task that floods the
  * channel cannot hold the reaper in an endless loop, and the parent keeps
  * only each task's last message, so it cannot exhaust the parent's memory.
+ *
+ * Nor can a task pass fds to the parent: since Linux 6.16 the receiving
+ * end refuses them (SO_PASSRIGHTS), and the task's sendmsg fails.  An fd
+ * that arrived would be the host's, outside the fd registry, until closed,
+ * and a task forked by another thread meanwhile would inherit it.  Older
+ * kernels deliver them; read_one closes them at once.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -48,6 +54,9 @@ int channel_open(errgroup *g)
 	g->channel_ino = st.st_ino;
 	if (setsockopt(sv[0], SOL_SOCKET, SO_PASSCRED, &one, sizeof one) < 0)
 		return -errno;
+#ifdef SO_PASSRIGHTS
+	setsockopt(sv[0], SOL_SOCKET, SO_PASSRIGHTS, &(int){ 0 }, sizeof(int));   /* before 6.16: ENOPROTOOPT */
+#endif
 	/* Best effort: an unprivileged process gets at most wmem_max. */
 	setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
 	if (getsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &size, &len) < 0)

@@ -38,6 +38,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/single_threaded.h>
+#include <sys/socket.h>
 #include <bsd/sys/queue.h>
 #include <bsd/sys/tree.h>
 
@@ -334,6 +335,13 @@ struct frame {
 #define FRAME_MAX (FRAME_HEADER_SIZE + ERRGROUP_MESSAGE_MAX + FRAME_TRUNCATION_MARKER_MAX)
 size_t frame_encode_header(unsigned char *buf, enum frame_type type, int code, size_t text_len);
 int frame_decode(const unsigned char *buf, size_t len, struct frame *ret);
+
+/* channel.c: Linux 6.16's option, where the socket options take the
+ * generic numbers; the C library's headers may not have it yet. */
+#if !defined(SO_PASSRIGHTS) && !defined(__alpha__) && !defined(__hppa__) && \
+	!defined(__mips__) && !defined(__sparc__)
+#define SO_PASSRIGHTS 83
+#endif
 
 /* fdreg.c: every fd the library creates, so that children close them all. */
 #define LOW_FDS 1024
