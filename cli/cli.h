@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include <errgroup.h>
@@ -132,6 +133,7 @@ void capture_release(struct capture *c);
 void output_job_ended(struct job *job, const struct options *opts);
 int output_error(void);
 int output_write(int fd, const char *buf, size_t len);
+ssize_t terminal_write(int fd, const char *buf, size_t len);
 void output_while_waiting(int fd0, int fd1, void (*fn)(void *), void *arg);
 
 /* report.c */

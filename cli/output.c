@@ -18,6 +18,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -46,12 +48,79 @@ static int watched[2] = { -1, -1 };
 static void (*watch_fn)(void *);
 static void *watch_arg;
 
+/* Whether a write to a terminal lets SIGTTOU through (terminal_write):
+ * while run.c takes it, blocked, through its signalfd. */
+static bool terminal_stops;
+
+/* Set by the handler SIGTTOU has during terminal_write's write. */
+static volatile sig_atomic_t stop_asked;
+
 void output_while_waiting(int fd0, int fd1, void (*fn)(void *), void *arg)
 {
+	struct sigaction ttou;
+
 	watched[0] = fd0;
 	watched[1] = fd1;
 	watch_fn = fn;
 	watch_arg = arg;
+	/* run.c takes SIGTTOU unless errgroup was started with it ignored;
+	 * then no terminal ever stops errgroup for a write. */
+	terminal_stops = fn && sigaction(SIGTTOU, NULL, &ttou) == 0 &&
+			 ttou.sa_handler != SIG_IGN;
+}
+
+static void note_stop(int sig)
+{
+	(void)sig;
+	stop_asked = 1;
+}
+
+/*
+ * One write(2) to fd, a terminal.  Under `stty tostop` a terminal stops a
+ * process of its background that writes to it (SIGTTOU), which stopped
+ * errgroup alone: its jobs, in process groups of their own, ran on
+ * unsupervised.  Blocked, as run.c has it, SIGTTOU would not stop errgroup
+ * at all: the terminal lets the write through.  So it is let through for
+ * the write alone, to a handler without SA_RESTART: the write fails with
+ * EINTR instead of stopping errgroup, and the signal is sent again,
+ * blocked, for run.c to act on as on Ctrl-Z: the jobs stop, then errgroup.
+ * Continued, errgroup writes again: in the foreground (fg) the text goes
+ * through, still in the background (bg) it stops errgroup again, as it
+ * would any program.  A terminal that refuses the write without a stop
+ * (EIO: no shell controls errgroup's process group, and a stop would be
+ * dropped) takes it with SIGTTOU blocked: the text is not lost.
+ */
+ssize_t terminal_write(int fd, const char *buf, size_t len)
+{
+	struct sigaction note = { .sa_handler = note_stop }, old;
+	sigset_t ttou;
+	ssize_t n;
+	int error;
+
+	if (!terminal_stops)
+		return write(fd, buf, len);
+	sigemptyset(&ttou);
+	sigaddset(&ttou, SIGTTOU);
+	for (;;) {
+		stop_asked = 0;
+		sigaction(SIGTTOU, &note, &old);
+		pthread_sigmask(SIG_UNBLOCK, &ttou, NULL);
+		n = write(fd, buf, len);
+		error = errno;
+		pthread_sigmask(SIG_BLOCK, &ttou, NULL);
+		sigaction(SIGTTOU, &old, NULL);
+		if (!stop_asked)
+			break;
+		kill(getpid(), SIGTTOU);
+		watch_fn(watch_arg);
+		/* What was written before the signal came is written. */
+		if (n >= 0)
+			return n;
+	}
+	if (n < 0 && error == EIO)
+		return write(fd, buf, len);
+	errno = error;
+	return n;
 }
 
 /*
@@ -93,7 +162,7 @@ static bool may_block(int fd)
  * Returns 0 or -errno. */
 int output_write(int fd, const char *buf, size_t len)
 {
-	bool waits = may_block(fd);
+	bool waits = may_block(fd), terminal = isatty(fd);
 	size_t chunk;
 	ssize_t n;
 
@@ -106,7 +175,7 @@ int output_write(int fd, const char *buf, size_t len)
 			if (chunk > PIPE_BUF)
 				chunk = PIPE_BUF;
 		}
-		n = write(fd, buf, chunk);
+		n = terminal ? terminal_write(fd, buf, chunk) : write(fd, buf, chunk);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN) {

@@ -8,7 +8,10 @@
  * text.  Output that ends without a newline leaves the cursor after it:
  * the bar is then drawn on the next line, not over it.  Writes to the
  * terminal are best effort: a progress line that cannot be drawn is not
- * worth stopping the jobs for.
+ * worth stopping the jobs for.  Drawn from the background under `stty
+ * tostop`, the bar stops errgroup and its jobs, as their text does
+ * (output.c terminal_write); erasing it only takes back what errgroup drew,
+ * and never stops it: errgroup erases it as it stops.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -43,9 +46,16 @@ void progress_start(bool wanted)
 	clock_gettime(CLOCK_MONOTONIC, &began);
 }
 
-static void put(const char *text, size_t len)
+/* A write that may stop errgroup (terminal_write), or not. */
+static void put(const char *text, size_t len, bool may_stop)
 {
-	if (write(STDERR_FILENO, text, len) < 0)
+	ssize_t n;
+
+	if (may_stop)
+		n = terminal_write(STDERR_FILENO, text, len);
+	else
+		n = write(STDERR_FILENO, text, len);
+	if (n < 0)
 		enabled = false;
 }
 
@@ -65,7 +75,7 @@ void progress_draw(size_t done, size_t failed, size_t running, size_t total)
 	/* The loop draws after every event; most change nothing. */
 	if (len <= 0 || (size_t)len >= sizeof line || (drawn && strcmp(line, shown) == 0))
 		return;
-	put(line, (size_t)len);
+	put(line, (size_t)len, true);
 	memcpy(shown, line, (size_t)len + 1);
 	drawn = true;
 	mid_line = false;
@@ -75,7 +85,7 @@ void progress_clear(void)
 {
 	if (!drawn)
 		return;
-	put("\r\033[K", 4);
+	put("\r\033[K", 4, false);
 	drawn = false;
 }
 

@@ -3,11 +3,12 @@
  *
  * One loop on the main thread polls three kinds of fd: the group's
  * (errgroup_fd: readable when a task has ended), a signalfd for SIGINT,
- * SIGTERM, SIGHUP and SIGTSTP, and the output pipes of every running job.  Jobs
- * start with errgroup_try_go_cmd, never the blocking errgroup_go_cmd: the
- * loop must go on reading the running jobs' output (a job blocked on a
- * full pipe would never end).  It counts -j itself and starts the next job
- * when it has reaped one.
+ * SIGTERM, SIGHUP and the stop signals (SIGTSTP, SIGTTIN, SIGTTOU), and
+ * the output pipes of every running job.  Jobs start with
+ * errgroup_try_go_cmd, never the blocking errgroup_go_cmd: the loop must
+ * go on reading the running jobs' output (a job blocked on a full pipe
+ * would never end).  It counts -j itself and starts the next job when it
+ * has reaped one.
  *
  * The group's cancel-on-error stays off: a failed attempt that will be
  * retried must not stop the others.  The loop decides itself when to call
@@ -351,23 +352,33 @@ static int reap_all(struct run *r)
  * Ctrl-Z: the terminal's SIGTSTP reaches errgroup's process group, not the
  * jobs', so errgroup stops them (SIGSTOP, to each job's whole group)
  * before it stops itself with the signal it got, which the shell reports
- * as usual.  Blocked, that signal waits until it is unblocked and then
- * acts at once.  On SIGCONT (fg or bg) the jobs go on too; so they do at
- * once when the kernel drops the stop, as it drops a terminal stop signal
- * in a process group that no shell controls (an orphaned one).
+ * as usual.  So for the terminal's stops of a background process group:
+ * SIGTTOU, for errgroup's own write under `stty tostop` (output.c
+ * terminal_write) or another process's of its group (a pipeline's
+ * `| tee /dev/tty`), and SIGTTIN, for a read (errgroup reads the terminal
+ * only before any job starts, but a pager in its pipeline may).
+ * Blocked, that signal waits until it is unblocked and then acts at once.
+ * On SIGCONT (fg or bg) the jobs go on too; so they do at once when the
+ * kernel drops the stop, as it drops a terminal stop signal in a process
+ * group that no shell controls (an orphaned one).
  */
-static void suspend(struct run *r)
+static void suspend(struct run *r, int sig)
 {
-	sigset_t tstp;
+	sigset_t stop;
 
 	errgroup_signal(r->g, SIGSTOP);
 	progress_clear();
-	sigemptyset(&tstp);
-	sigaddset(&tstp, SIGTSTP);
-	kill(getpid(), SIGTSTP);
-	pthread_sigmask(SIG_UNBLOCK, &tstp, NULL);
-	pthread_sigmask(SIG_BLOCK, &tstp, NULL);
+	sigemptyset(&stop);
+	sigaddset(&stop, sig);
+	kill(getpid(), sig);
+	pthread_sigmask(SIG_UNBLOCK, &stop, NULL);
+	pthread_sigmask(SIG_BLOCK, &stop, NULL);
 	errgroup_signal(r->g, SIGCONT);
+}
+
+static bool is_stop_signal(int sig)
+{
+	return sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
 }
 
 /* Reads the signals that came; the first that stops the jobs is the
@@ -378,8 +389,8 @@ static bool take_signals(struct run *r)
 	bool any = false;
 
 	while (read(r->signal_fd, &info, sizeof info) == (ssize_t)sizeof info) {
-		if (info.ssi_signo == SIGTSTP) {
-			suspend(r);
+		if (is_stop_signal((int)info.ssi_signo)) {
+			suspend(r, (int)info.ssi_signo);
 			continue;
 		}
 		if (!r->outcome->signal)
@@ -532,17 +543,20 @@ static int loop(struct run *r)
 }
 
 /*
- * SIGINT, SIGTERM, SIGHUP and SIGTSTP come through a signalfd.  They are
- * blocked before the group exists, so that its supervisor thread, which
- * inherits the mask, never takes one; the jobs start with an empty mask.
- * One that errgroup was started with ignored (nohup, a background command
- * of a script) stays ignored: blocked, it would be queued all the same.
- * The mask errgroup started with is kept in *mask, to go back to once the
- * jobs are done (teardown).
+ * SIGINT, SIGTERM, SIGHUP and the stop signals come through a signalfd.
+ * They are blocked before the group exists, so that its supervisor thread,
+ * which inherits the mask, never takes one; the jobs start with an empty
+ * mask.  One that errgroup was started with ignored (nohup, a background
+ * command of a script) stays ignored: blocked, it would be queued all the
+ * same.  A terminal takes a blocked SIGTTOU for an ignored one and lets
+ * errgroup write from the background under `stty tostop`: output.c lets
+ * it through while it writes there (terminal_write).  The mask errgroup
+ * started with is kept in *mask, to go back to once the jobs are done
+ * (teardown).
  */
 static int open_signal_fd(sigset_t *mask)
 {
-	static const int taken[] = { SIGINT, SIGTERM, SIGHUP, SIGTSTP };
+	static const int taken[] = { SIGINT, SIGTERM, SIGHUP, SIGTSTP, SIGTTIN, SIGTTOU };
 	struct sigaction old;
 	sigset_t set;
 	int fd;

@@ -766,24 +766,23 @@ trap 'echo > $D/cont.2' CONT; sleep 1000 & echo \$! > $D/pid.2g; echo \$\$ > $D/
 EOF
 }
 
-# Ctrl-Z: the terminal's SIGTSTP reaches errgroup's process group, not
-# the jobs' own ones.  errgroup stops every job with what it started, then
-# itself; continued (fg, bg), it continues them.
-test_ctrl_z_suspends_every_job_and_fg_resumes_them() {
+# suspend_and_resume SIG: errgroup, in a process group of its own as a
+# shell's job is, gets the stop signal SIG; it must stop every job with
+# what it started, then itself, and continued (fg, bg), continue them.
+suspend_and_resume() {
 	local pid watchdog p
 	suspendable_jobs
-	# errgroup in a process group of its own, as a shell's job: one that
-	# a stop signal may stop.
+	# In a process group of its own: one that a stop signal may stop.
 	set -m
 	"$EG" -j2 -a "$D/jobs" >"$D/out" 2>"$D/err" &
 	pid=$!
 	set +m
 	watch "$pid"
 	"$AWAIT" "$D/pid.1g" "$D/pid.1" "$D/pid.2g" "$D/pid.2" || fail "the jobs did not start"
-	kill -TSTP "$pid"
-	becomes_stopped "$pid" yes || fail "errgroup did not stop"
+	kill "-$1" "$pid"
+	becomes_stopped "$pid" yes || fail "errgroup did not stop on SIG$1"
 	for p in $(recorded_pids); do
-		becomes_stopped "$p" yes || fail "job process $p was not stopped"
+		becomes_stopped "$p" yes || { fail "job process $p was not stopped on SIG$1"; break; }
 	done
 	[ ! -e "$D/cont.1" ] && [ ! -e "$D/cont.2" ] || fail "a job was continued before errgroup"
 	kill -CONT "$pid"
@@ -798,6 +797,91 @@ test_ctrl_z_suspends_every_job_and_fg_resumes_them() {
 	expect_rc 143
 	# shellcheck disable=SC2046
 	gone $(recorded_pids)
+}
+
+# Ctrl-Z: the terminal's SIGTSTP reaches errgroup's process group, not
+# the jobs' own ones.
+test_ctrl_z_suspends_every_job_and_fg_resumes_them() {
+	suspend_and_resume TSTP
+}
+
+# So do the terminal's stops for a background process group that reads
+# it (SIGTTIN) or writes to it under `stty tostop` (SIGTTOU): another
+# process in errgroup's pipeline may cause them (a pager, `tee
+# /dev/tty`).  errgroup stopped alone, and its jobs ran on.
+test_terminal_stops_suspend_every_job_as_ctrl_z_does() {
+	local sig
+	for sig in TTIN TTOU; do
+		rm -f "$D"/pid.* "$D"/cont.*
+		suspend_and_resume "$sig"
+		[ "$failed" -eq 0 ] || return
+	done
+}
+
+# stopped_for_the_terminal STDOUT ARGS...: a shell on a new pty runs
+# errgroup ARGS in its background (`&`), stdout to STDOUT, stderr to the
+# pty.  Once the jobs run, `stty tostop` is turned on and job 1 writes a
+# line: errgroup's next write to the terminal (that line, or --bar) stops
+# it, and it must stop the jobs with it.  `fg` must continue them all;
+# then errgroup gets SIGTERM.  The pty's output in $D/tty, errgroup's
+# status (fg's) in $rc.  Once they have said who they are, the jobs wait
+# in a fifo's open or in sleep, not in a loop: a shell (dash) stopped
+# while it vforks waits for its stopped child in state D, not T.
+stopped_for_the_terminal() {
+	local stdout=$1 session pid p
+	shift
+	mkfifo "$D/print"
+	cat >"$D/jobs" <<EOF
+echo \$\$ > $D/pid.1; read _ < $D/print; echo written; exec sleep 1000
+echo \$\$ > $D/pid.2; exec sleep 1000
+EOF
+	cat >"$D/session" <<EOF
+set -m
+$(printf '%q ' "$EG" "$@") -j2 -a $D/jobs >$stdout &
+echo \$! > $D/errgroup
+$AWAIT $D/tostop && stty tostop && : > $D/tostop-set
+$AWAIT $D/fg
+fg
+EOF
+	timeout -k 5 30 script -qec "bash $D/session" /dev/null >"$D/tty" 2>&1 </dev/null &
+	session=$!
+	"$AWAIT" "$D/errgroup" "$D/pid.1" "$D/pid.2" || fail "the jobs did not start"
+	pid=$(cat "$D/errgroup")
+	touch "$D/tostop"
+	"$AWAIT" "$D/tostop-set" || fail "stty tostop did not work"
+	# shellcheck disable=SC2016
+	timeout 20 sh -c 'echo > "$1"' sh "$D/print" || fail "job 1 did not wait to print"
+	becomes_stopped "$pid" yes || fail "errgroup did not stop"
+	for p in $(recorded_pids); do
+		becomes_stopped "$p" yes || { fail "job $p runs on while errgroup is stopped"; break; }
+	done
+	touch "$D/fg"
+	for p in $(recorded_pids); do
+		becomes_stopped "$p" no || fail "job $p is still stopped"
+	done
+	kill -TERM "$pid"
+	wait "$session"
+	rc=$?
+}
+
+# errgroup in the background of a terminal under `stty tostop`: its write
+# of a job's output stopped errgroup alone (SIGTTOU), and its jobs, with
+# no terminal, ran on unsupervised.  The write is made after fg, once.
+test_tostop_write_of_output_stops_the_jobs_too() {
+	command -v script >/dev/null || return 0   # util-linux, for a pty
+	stopped_for_the_terminal /dev/tty --line-buffer
+	expect_rc 143
+	[ "$(tr -d '\r' <"$D/tty" | grep -cx written)" -eq 1 ] ||
+		fail "the terminal shows '$(head -c 300 "$D/tty")', not one line 'written'"
+}
+
+# The same for the --bar line, the jobs' output going to a file.
+test_tostop_write_of_the_bar_stops_the_jobs_too() {
+	command -v script >/dev/null || return 0   # util-linux, for a pty
+	stopped_for_the_terminal "$D/out" --bar
+	expect_rc 143
+	grep -q '0/2 done, 0 failed, 2 running' "$D/tty" || fail "no progress line"
+	expect_out written
 }
 
 # Where no shell controls errgroup's process group (an orphaned one, as
