@@ -91,7 +91,8 @@ static const char usage_text[] =
  * pipe's atomic size, as the jobs' output is written (output_write): a
  * stderr that a job shares (-u) may have been left non-blocking, and
  * stdio dropped the text on EAGAIN.  A message longer than the buffer (a
- * job's command may be) gets memory of its own, or is cut short.
+ * job's command may be) gets memory of its own, or is cut short.  As
+ * before a job's output, --bar is erased first, and drawn again after.
  */
 static void vwarn(const char *fmt, va_list ap)
 {
@@ -116,7 +117,9 @@ static void vwarn(const char *fmt, va_list ap)
 	}
 	va_end(again);
 	text[start + len] = '\n';   /* over the terminating NUL */
+	progress_clear();
 	output_write(STDERR_FILENO, text, start + len + 1);
+	progress_wrote(STDERR_FILENO, text, start + len + 1);
 	if (text != buf)
 		free(text);
 }

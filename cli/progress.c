@@ -3,9 +3,9 @@
  * many jobs are done, failed, running, out of how many, and for how long.
  *
  * Only on a terminal: in a log file the redraws would be noise.  The line
- * is erased before any output is written (output.c calls progress_clear)
- * and drawn again after, so that it never ends up in the middle of a job's
- * text.  Output that ends without a newline leaves the cursor after it:
+ * is erased before any output is written (output.c and warn() call
+ * progress_clear) and drawn again after, so that it never ends up in the
+ * middle of a job's text or of a message.  Output that ends without a newline leaves the cursor after it:
  * the bar is then drawn on the next line, not over it.  Writes to the
  * terminal are best effort: a progress line that cannot be drawn is not
  * worth stopping the jobs for.  Drawn from the background under `stty

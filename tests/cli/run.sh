@@ -1200,6 +1200,37 @@ test_bar_erases_no_unfinished_line() {
 	[ "$(tr -cd '\n' <"$D/out" | wc -c)" -eq 0 ] || fail "the bar moved to a new line for output elsewhere"
 }
 
+# A message of errgroup's while the bar is drawn goes on a line of its
+# own, the bar erased first, as a job's output does; it was written on
+# the bar's line.  Job 2 cannot start: once the bar is drawn, errgroup
+# is left no file descriptor to make its pipes with (prlimit), then job
+# 1 ends.  The status is not checked, the report is: without a file
+# descriptor, LeakSanitizer (make asan) fails at errgroup's exit.
+test_message_under_the_bar_gets_a_line_of_its_own() {
+	local session n=0
+	command -v script >/dev/null || return 0   # util-linux, for a pty
+	command -v prlimit >/dev/null || return 0  # util-linux
+	cat >"$D/jobs" <<EOF
+echo \$PPID > $D/errgroup; $AWAIT $D/go
+true
+EOF
+	timeout -k 5 30 script -qec "$EG --bar -j1 -a $D/jobs" /dev/null >"$D/tty" 2>&1 </dev/null &
+	session=$!
+	"$AWAIT" "$D/errgroup" || fail "job 1 did not start"
+	until grep -q '0/2 done' "$D/tty"; do
+		n=$((n + 1))
+		[ $n -gt 2000 ] && { fail "the bar was never drawn"; break; }
+		sleep 0.01
+	done
+	prlimit --pid "$(cat "$D/errgroup")" --nofile=3 || fail "prlimit failed"
+	touch "$D/go"
+	wait "$session"
+	terminal_shows "$D/tty" | grep -q '^errgroup: cannot start job 2 (true): Too many open files$' ||
+		fail "the terminal shows '$(terminal_shows "$D/tty")'"
+	terminal_shows "$D/tty" | grep -qx 'errgroup: 0 of 2 jobs failed, 1 never started' ||
+		fail "no report: the terminal shows '$(terminal_shows "$D/tty")'"
+}
+
 # A job in its own, background process group that read the terminal would
 # stop for good (SIGTTIN): refused before any job starts.
 # Jobs have no controlling terminal.  In their background process groups
