@@ -41,25 +41,25 @@
  * the record is the struct that spawn_call (start.c) fills on its stack,
  * which the parent writes anyway: the fork copies it, and in the task the
  * frame stays as it was, since child_run never returns.  The fork's
- * prepare handler points `forked` at it, under the registry's lock so
- * that two threads' forks cannot cross (fdreg.c), and only when it moved:
- * a host that calls go() from one place writes it once.
+ * prepare handler points `forked` at it, and sets `forked_owner` to the
+ * forking process, under the registry's lock so that two threads' forks
+ * cannot cross (fdreg.c), and only when they change: a host that calls
+ * go() from one place writes them once.
  *
  * Only on the process's first stack, which stays mapped for its whole
  * life (record_in_place): a thread's stack is unmapped when the thread
- * ends, and the pointer is read in every process that inherits it.  A
- * task forked from another thread writes its record to `saved` itself.
+ * ends, and the pointer is read in the processes that inherit it.  A task
+ * forked from another thread writes its record to `saved` itself.
  *
- * In the host that frame is soon reused, and every other child of the
- * host inherits the pointer too; so a record is a process's own only if
- * the process is a child of the record's owner and still holds the
- * channel or the lifeline (is_this_task).  Only the task fits: the owner
- * is not its own child, its other children hold neither (the registry
- * closes them there, fdreg.c), and the task's children are the task's.  A
- * task that starts tasks of its own moves `forked`, so it copies its
- * record to `saved` first.
+ * In the owner the frame is soon reused, so the owner never reads the
+ * record, nor does a child the owner forks itself, which forgets it.  A
+ * record is a process's own only if the process is a child of the
+ * record's owner and still holds the channel or the lifeline
+ * (is_this_task).  A task that starts tasks of its own moves `forked`, so
+ * it copies its record to `saved` first.
  */
 static const struct task_fds *forked;
+static pid_t forked_owner;
 static struct task_fds saved;   /* owner 0: none */
 
 /* The top of the process's first stack (glibc's, since 2.1). */
@@ -107,13 +107,16 @@ static bool is_this_task(const struct task_fds *r)
 	       (is_channel(r) || is_lifeline(r->lifeline));
 }
 
-/* This process's record if it is a task, else NULL.  saved is read only
- * once forked has moved, which is after it was written. */
+/*
+ * This process's record if it is a task, else NULL.  The owner of
+ * `forked` does not look at what it points to.  saved is read only once
+ * forked or its owner has moved, which is after it was written.
+ */
 static const struct task_fds *record(void)
 {
 	const struct task_fds *r = __atomic_load_n(&forked, __ATOMIC_ACQUIRE);
 
-	if (r && is_this_task(r))
+	if (r && __atomic_load_n(&forked_owner, __ATOMIC_ACQUIRE) != getpid() && is_this_task(r))
 		return r;
 	return is_this_task(&saved) ? &saved : NULL;
 }
@@ -134,15 +137,19 @@ static int channel_fd(void)
 	return r && is_channel(r) ? r->channel : -1;
 }
 
-/* kept: NULL when the record is not in place (the child saves it). */
-void task_fds_forking(const struct task_fds *kept)
+/* kept: NULL when the record is not in place (the child saves it); self:
+ * this process, which forks. */
+void task_fds_forking(const struct task_fds *kept, pid_t self)
 {
 	const struct task_fds *r = __atomic_load_n(&forked, __ATOMIC_RELAXED);
+	pid_t owner = __atomic_load_n(&forked_owner, __ATOMIC_RELAXED);
 
-	if (r == kept)
+	if (r == kept && (!r || owner == self))
 		return;
-	if (r && saved.owner == 0 && is_this_task(r))
+	if (r && owner != self && saved.owner == 0 && is_this_task(r))
 		saved = *r;
+	if (owner != self)
+		__atomic_store_n(&forked_owner, self, __ATOMIC_RELEASE);
 	__atomic_store_n(&forked, kept, __ATOMIC_RELEASE);
 }
 
@@ -162,12 +169,13 @@ static void close_kept(const struct task_fds *r)
  * only those: numbers the task reused are the task's own files.  A record
  * whose owner is not our parent is an ancestor's; once its fds are
  * closed, their numbers name whatever the child opens next, so it is
- * forgotten as well.  The library's own fork finds the new task's record,
- * whose owner is the parent, and writes nothing: each write would be a
- * page fault per task.
+ * forgotten as well.  A record our parent owns is the new task's, in the
+ * library's own fork, which writes nothing here (each write would be a
+ * page fault per task); in any other fork (plain) it is stale, and
+ * forgotten unread.
  */
 CHILD_CODE
-void task_fds_leave(void)
+void task_fds_leave(bool plain)
 {
 	const struct task_fds *r = __atomic_load_n(&forked, __ATOMIC_RELAXED);
 	long parent;
@@ -179,10 +187,11 @@ void task_fds_leave(void)
 		close_kept(&saved);
 		saved = (struct task_fds){ 0 };
 	}
-	if (r && r->owner != parent) {
+	if (!r || (forked_owner == parent && !plain))
+		return;
+	if (forked_owner != parent)
 		close_kept(r);
-		__atomic_store_n(&forked, NULL, __ATOMIC_RELAXED);
-	}
+	__atomic_store_n(&forked, NULL, __ATOMIC_RELAXED);
 }
 
 static int send_all(int fd, const void *buf, size_t len)

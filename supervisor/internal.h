@@ -254,10 +254,11 @@ bool record_in_place(const struct task_fds *kept);
 struct task_fds task_kept_fds(void);
 /* In the prepare handler of the library's own fork, registry lock held:
  * the record of the task about to be forked, if in place, else NULL. */
-void task_fds_forking(const struct task_fds *kept);
-/* In the child of any fork: closes the fds of a task it descends from, if
- * they are still the task's, and forgets them. */
-void task_fds_leave(void);
+void task_fds_forking(const struct task_fds *kept, pid_t self);
+/* In the child of any fork (plain: not the library's own): closes the
+ * fds of a task it descends from, if they are still the task's, and
+ * forgets them. */
+void task_fds_leave(bool plain);
 
 /* flush.c: stdio output that would otherwise be lost or written twice. */
 void flush_pending_output(void);
@@ -352,6 +353,7 @@ struct fdreg_snapshot {        /* which fds were the library's at a fork */
 	size_t high_words;
 	pthread_t thread;           /* the thread that forks */
 	const struct task_fds *kept;   /* the new task's record (child.c) */
+	pid_t owner;                /* this process */
 	bool taken;                 /* filled in by the prepare handler */
 	struct fdreg_snapshot *next;
 };
@@ -361,7 +363,7 @@ int fdreg_epoll_create(void);
 int fdreg_eventfd(void);
 int fdreg_pidfd_open(pid_t pid);
 void fdreg_close(int fd);
-int fdreg_snapshot_at_fork(struct fdreg_snapshot *s, const struct task_fds *kept);
+int fdreg_snapshot_at_fork(struct fdreg_snapshot *s, const struct task_fds *kept, pid_t owner);
 void fdreg_snapshot_done(struct fdreg_snapshot *s);
 void fdreg_close_snapshot(const struct fdreg_snapshot *s, int keep_a, int keep_b);
 void fdreg_lock(void);

@@ -121,7 +121,7 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 	 * too, when the task flushes stdio; signals are blocked first, so
 	 * that no handler buffers more in between. */
 	flush_pending_output();
-	r = fdreg_snapshot_at_fork(&inherited, in_place ? &kept : NULL);
+	r = fdreg_snapshot_at_fork(&inherited, in_place ? &kept : NULL, g->owner);
 	if (r < 0) {
 		pthread_sigmask(SIG_SETMASK, &saved, NULL);
 		goto fail;

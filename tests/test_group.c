@@ -615,10 +615,10 @@ static void test_message_arrives_whichever_thread_started_the_task_and_its_own_t
 }
 
 /*
- * The pointer to a task's fds must never lead into memory the host may
- * unmap: a thread's stack goes when the thread ends.  A host thread on a
- * stack of the test's own starts a task and ends; the stack is unmapped.
- * Then the host's next fork, a plain fork of its own, and an
+ * The pointer to a task's fds must never lead the host into memory it
+ * unmapped: a thread's stack goes when the thread ends.  A host thread on
+ * a stack of the test's own starts a task and ends; the stack is
+ * unmapped.  Then the host's next fork, a plain fork of its own, and an
  * errgroup_errorf in the host (which is no task) must all still work.
  */
 #define OWN_STACK_SIZE (256 * 1024)
@@ -663,6 +663,74 @@ static void test_task_started_from_a_thread_whose_stack_is_gone_leaves_nothing_d
 		assert_int_equal(e->code, 5);
 		assert_string_equal(e->message, "from a worker thread");
 	}
+	errgroup_free(s.g);
+}
+
+/*
+ * In a task forked from a host thread, the task's first thread runs on a
+ * stack glibc allocated, which goes when that thread ends: to glibc's
+ * cache first, and out of the address space once the cache is over its
+ * 40 MiB.  A worker waits for the first thread's end, has one 48 MiB
+ * thread come and go to push its stack out, and then sends its message,
+ * which must arrive: the task's record may not have stayed on that stack.
+ */
+#define CACHE_FLUSHING_STACK ((size_t)48 << 20)
+
+static void *nothing(void *arg)
+{
+	return arg;
+}
+
+static void *message_after_the_first_thread_is_gone(void *first)
+{
+	pthread_attr_t attr;
+	pthread_t big;
+
+	if (pthread_join(*(pthread_t *)first, NULL) != 0 || pthread_attr_init(&attr) != 0 ||
+	    pthread_attr_setstacksize(&attr, CACHE_FLUSHING_STACK) != 0 ||
+	    pthread_create(&big, &attr, nothing, NULL) != 0 || pthread_join(big, NULL) != 0)
+		_exit(100);
+	errgroup_errorf(6, "after the first thread ended");
+	_exit(6);
+}
+
+static int first_thread_ends(void *arg)
+{
+	static pthread_t first, worker;
+
+	(void)arg;
+	first = pthread_self();
+	if (pthread_create(&worker, NULL, message_after_the_first_thread_is_gone, &first) != 0)
+		return 101;
+	pthread_exit(NULL);
+}
+
+static void *start_first_thread_ends(void *arg)
+{
+	struct start *s = arg;
+
+	s->index = errgroup_go(s->g, first_thread_ends, NULL);
+	return NULL;
+}
+
+static void test_message_arrives_after_the_first_thread_of_a_task_started_by_a_thread_ended(void **state)
+{
+	struct start s = { errgroup_new(), NULL, -1 };
+	const struct errgroup_error *e;
+	pthread_t thread;
+
+	(void)state;
+	assert_non_null(s.g);
+	assert_int_equal(pthread_create(&thread, NULL, start_first_thread_ends, &s), 0);
+	assert_int_equal(pthread_join(thread, NULL), 0);
+	assert_int_equal(s.index, 0);
+	e = errgroup_wait(s.g);
+	assert_non_null(e);
+	if (e->code != 6)
+		print_error("%s (code %d)\n", e->message, e->code);
+	assert_int_equal(e->cause, ERRGROUP_EXITED);
+	assert_int_equal(e->code, 6);
+	assert_string_equal(e->message, "after the first thread ended");
 	errgroup_free(s.g);
 }
 
@@ -862,6 +930,7 @@ int main(void)
 		census_test(test_message_sent_by_another_thread_of_the_task_arrives),
 		census_test(test_message_arrives_whichever_thread_started_the_task_and_its_own_tasks),
 		census_test(test_task_started_from_a_thread_whose_stack_is_gone_leaves_nothing_dangling),
+		census_test(test_message_arrives_after_the_first_thread_of_a_task_started_by_a_thread_ended),
 		census_test(test_message_survives_a_crash),
 		census_test(test_last_message_wins),
 		census_test(test_message_of_64_kib_arrives_intact),
