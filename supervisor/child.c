@@ -10,8 +10,8 @@
  * can run here before the dispositions are reset.
  *
  * Every page a child writes costs it a fault (parentmem.c), so until the
- * task runs it writes only its stack, and it runs no libc code
- * (rawsyscall.c).
+ * task runs it writes only its stack and the page of task_fds below, and
+ * it runs no libc code (rawsyscall.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -31,50 +31,15 @@
 
 #include "internal.h"
 
-/*
- * A task's record: the two library fds it keeps, for errgroup_errorf (from
- * any of its threads) and for the children it forks, which close them.
- *
- * Where it lives.  Each page a forked child writes costs it a fault
- * (parentmem.c), and a record the child wrote to a global was the one
- * fault a task took beyond a bare fork's child (docs/benchmarks.md).  So
- * the record is the struct that spawn_call (start.c) fills on its stack,
- * which the parent writes anyway: the fork copies it, and in the task the
- * frame stays as it was, since child_run never returns.  The fork's
- * prepare handler points `forked` at it, and sets `forked_owner` to the
- * forking process, under the registry's lock so that two threads' forks
- * cannot cross (fdreg.c), and only when they change: a host that calls
- * go() from one place writes them once.
- *
- * Only on the process's first stack, which stays mapped for its whole
- * life (record_in_place): a thread's stack is unmapped when the thread
- * ends, and the pointer is read in the processes that inherit it.  A task
- * forked from another thread writes its record to `saved` itself.
- *
- * In the owner the frame is soon reused, so the owner never reads the
- * record, nor does a child the owner forks itself, which forgets it.  A
- * record is a process's own only if the process is a child of the
- * record's owner and still holds the channel or the lifeline
- * (is_this_task).  A task that starts tasks of its own moves `forked`, so
- * it copies its record to `saved` first.
- */
-static const struct task_fds *forked;
-static pid_t forked_owner;
-static struct task_fds saved;   /* owner 0: none */
+/* In a task: the two library fds it keeps, for errgroup_errorf (from any
+ * of the task's threads) and for the children the task forks, which close
+ * them.  -1 elsewhere.  Written in the child before the task runs, and
+ * cleared in every child the task forks. */
+static struct task_fds task_fds = { -1, -1, 0, 0 };
 
-/* The top of the process's first stack (glibc's, since 2.1). */
-extern void *__libc_stack_end;
-
-/* The first stack can grow to RLIMIT_STACK, and the kernel keeps other
- * mappings at least 128 MiB below its top: an address less than 8 MiB
- * under the top is on it.  A go() deeper than that takes the other path. */
-#define FIRST_STACK_SPAN ((uintptr_t)8 << 20)
-
-bool record_in_place(const struct task_fds *kept)
+struct task_fds task_kept_fds(void)
 {
-	uintptr_t top = (uintptr_t)__libc_stack_end, at = (uintptr_t)kept;
-
-	return at < top && top - at < FIRST_STACK_SPAN;
+	return task_fds;
 }
 
 /*
@@ -87,12 +52,12 @@ bool record_in_place(const struct task_fds *kept)
  * the path of a task's start.
  */
 CHILD_CODE
-static bool is_channel(const struct task_fds *r)
+static bool is_channel(int fd)
 {
 	struct stat st;
 
-	return r->channel >= 0 && fstat(r->channel, &st) == 0 && S_ISSOCK(st.st_mode) &&
-	       st.st_dev == r->channel_dev && st.st_ino == r->channel_ino;
+	return fd >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+	       st.st_dev == task_fds.channel_dev && st.st_ino == task_fds.channel_ino;
 }
 
 CHILD_CODE
@@ -101,97 +66,32 @@ static bool is_lifeline(int fd)
 	return fd >= 0 && raw_syscall(SYS_fcntl, fd, F_GETSIG, 0, 0, 0, 0) == SIGKILL;
 }
 
-static bool is_this_task(const struct task_fds *r)
-{
-	return r->owner > 0 && r->owner == getppid() &&
-	       (is_channel(r) || is_lifeline(r->lifeline));
-}
-
-/*
- * This process's record if it is a task, else NULL.  The owner of
- * `forked` does not look at what it points to.  saved is read only once
- * forked or its owner has moved, which is after it was written.
- */
-static const struct task_fds *record(void)
-{
-	const struct task_fds *r = __atomic_load_n(&forked, __ATOMIC_ACQUIRE);
-
-	if (r && __atomic_load_n(&forked_owner, __ATOMIC_ACQUIRE) != getpid() && is_this_task(r))
-		return r;
-	return is_this_task(&saved) ? &saved : NULL;
-}
-
-struct task_fds task_kept_fds(void)
-{
-	const struct task_fds *r = record();
-
-	return r ? *r : (struct task_fds){ -1, -1, 0, 0, 0 };
-}
-
 /* The channel, unless the task closed it; else -1.  Sent into, a number
  * the task reused would get our frames. */
 static int channel_fd(void)
 {
-	const struct task_fds *r = record();
-
-	return r && is_channel(r) ? r->channel : -1;
-}
-
-/* kept: NULL when the record is not in place (the child saves it); self:
- * this process, which forks. */
-void task_fds_forking(const struct task_fds *kept, pid_t self)
-{
-	const struct task_fds *r = __atomic_load_n(&forked, __ATOMIC_RELAXED);
-	pid_t owner = __atomic_load_n(&forked_owner, __ATOMIC_RELAXED);
-
-	if (r == kept && (!r || owner == self))
-		return;
-	if (r && owner != self && saved.owner == 0 && is_this_task(r))
-		saved = *r;
-	if (owner != self)
-		__atomic_store_n(&forked_owner, self, __ATOMIC_RELEASE);
-	__atomic_store_n(&forked, kept, __ATOMIC_RELEASE);
-}
-
-/* In a child, the fds of r closed if they are still the task's. */
-CHILD_CODE
-static void close_kept(const struct task_fds *r)
-{
-	if (is_channel(r))
-		raw_syscall(SYS_close, r->channel, 0, 0, 0, 0, 0);
-	if (is_lifeline(r->lifeline))
-		raw_syscall(SYS_close, r->lifeline, 0, 0, 0, 0, 0);
+	return is_channel(task_fds.channel) ? task_fds.channel : -1;
 }
 
 /*
  * In the child of any fork (fdreg.c): a task's child is no task.  It must
  * not hold the task's fds (a sibling's frames, a lifeline kept open), but
- * only those: numbers the task reused are the task's own files.  A record
- * whose owner is not our parent is an ancestor's; once its fds are
- * closed, their numbers name whatever the child opens next, so it is
- * forgotten as well.  A record our parent owns is the new task's, in the
- * library's own fork, which writes nothing here (each write would be a
- * page fault per task); in any other fork (plain) it is stale, and
- * forgotten unread.
+ * only those: numbers the task reused are the task's own files.  Once
+ * they are closed, their numbers name whatever the child opens next, so
+ * they are forgotten as well; the library's own fork sets them again in
+ * child_run.  Tested first: a host that is no task writes nothing here,
+ * since each write would be a page fault per task (parentmem.c).
  */
 CHILD_CODE
-void task_fds_leave(bool plain)
+void task_fds_leave(void)
 {
-	const struct task_fds *r = __atomic_load_n(&forked, __ATOMIC_RELAXED);
-	long parent;
-
-	if (!r && saved.owner == 0)
+	if (task_fds.channel < 0 && task_fds.lifeline < 0)
 		return;
-	parent = raw_syscall(SYS_getppid, 0, 0, 0, 0, 0, 0);
-	if (saved.owner != 0 && saved.owner != parent) {
-		close_kept(&saved);
-		saved = (struct task_fds){ 0 };
-	}
-	if (!r || (forked_owner == parent && !plain))
-		return;
-	if (forked_owner != parent)
-		close_kept(r);
-	__atomic_store_n(&forked, NULL, __ATOMIC_RELAXED);
+	if (is_channel(task_fds.channel))
+		raw_syscall(SYS_close, task_fds.channel, 0, 0, 0, 0, 0);
+	if (is_lifeline(task_fds.lifeline))
+		raw_syscall(SYS_close, task_fds.lifeline, 0, 0, 0, 0, 0);
+	task_fds = (struct task_fds){ -1, -1, 0, 0 };
 }
 
 static int send_all(int fd, const void *buf, size_t len)
@@ -255,14 +155,12 @@ static void wait_at_gate(int gate_signal, pid_t parent)
 }
 
 /*
- * The gate signal's number and the parent's pid (the record's owner) come
- * from the parent, since SIGRTMIN is a libc call and getppid a system
- * call.  kept is the task's record (see forked above), read only when in
- * place.
+ * The gate signal's number and the parent's pid come from the parent,
+ * since SIGRTMIN is a libc call and getppid a system call.
  */
 CHILD_CODE
 _Noreturn void child_run(const struct fdreg_snapshot *inherited, const struct task_fds *kept,
-			 bool in_place, int gate_signal, int cancel_state, errgroup_task *fn,
+			 int gate_signal, pid_t parent, int cancel_state, errgroup_task *fn,
 			 void *arg)
 {
 	unsigned char frame[FRAME_HEADER_SIZE];
@@ -270,12 +168,11 @@ _Noreturn void child_run(const struct fdreg_snapshot *inherited, const struct ta
 	int r, channel;
 
 	fdreg_close_snapshot(inherited, kept->channel, kept->lifeline);
-	if (!in_place)
-		saved = *kept;
+	task_fds = *kept;
 	clean_start(31);
 	if (!lifeline_arm(kept->lifeline))
 		leave(127);
-	wait_at_gate(gate_signal, kept->owner);
+	wait_at_gate(gate_signal, parent);
 	raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&none, 0, sizeof none, 0, 0);
 	/* The fork copied the state go() set (internal.h): the task runs with
 	 * the caller's. */

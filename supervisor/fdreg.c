@@ -168,7 +168,6 @@ static void prepare(void)
 	if (own) {
 		take_snapshot(r, own);
 		own->taken = true;
-		task_fds_forking(own->kept, own->owner);
 		return;
 	}
 	take_snapshot(r, &inherited);
@@ -259,7 +258,7 @@ static void child(void)
 {
 	struct registry *r;
 
-	task_fds_leave(inherited_valid);
+	task_fds_leave();
 	if (inherited_valid) {
 		fdreg_close_snapshot(&inherited, -1, -1);
 		/* Or a fork of the library's own in this child would find
@@ -276,19 +275,15 @@ static void child(void)
 
 /* The library's own fork is about to happen in this thread: its prepare
  * handler will fill s (which must stay put until fork() returns) instead
- * of the static snapshot, and make kept the new task's record (NULL: it
- * is not in place; owner: this process).  With
- * every signal blocked, so that no handler in this thread forks first and
- * takes s.  Returns 0 or -ENOMEM. */
-int fdreg_snapshot_at_fork(struct fdreg_snapshot *s, const struct task_fds *kept, pid_t owner)
+ * of the static snapshot.  With every signal blocked, so that no handler
+ * in this thread forks first and takes s.  Returns 0 or -ENOMEM. */
+int fdreg_snapshot_at_fork(struct fdreg_snapshot *s)
 {
 	struct registry *r = lock();
 
 	if (!r)
 		return -ENOMEM;
 	s->thread = pthread_self();
-	s->kept = kept;
-	s->owner = owner;
 	s->taken = false;
 	s->next = r->requests;
 	r->requests = s;

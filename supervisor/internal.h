@@ -237,28 +237,20 @@ void task_release(errgroup *g, struct task *t);
 
 /* child.c: runs in the child after fork; never returns. */
 struct fdreg_snapshot;
-/* What a task keeps: its record (child.c says where it lives). */
+/* In a task, the fds it keeps (-1 outside a task). */
 struct task_fds {
 	int channel;                /* the group channel's shared end */
 	int lifeline;               /* the read end of its lifeline */
 	dev_t channel_dev;          /* the channel's socket, to know it by once */
 	ino_t channel_ino;          /* the task may have closed the number */
-	pid_t owner;                /* the process that forked the task */
 };
 _Noreturn void child_run(const struct fdreg_snapshot *inherited, const struct task_fds *kept,
-			 bool in_place, int gate_signal, int cancel_state, errgroup_task *fn,
+			 int gate_signal, pid_t parent, int cancel_state, errgroup_task *fn,
 			 void *arg);
-/* Whether kept can stay where it is as the task's record. */
-bool record_in_place(const struct task_fds *kept);
-/* In a task, the fds it keeps; -1 elsewhere. */
 struct task_fds task_kept_fds(void);
-/* In the prepare handler of the library's own fork, registry lock held:
- * the record of the task about to be forked, if in place, else NULL. */
-void task_fds_forking(const struct task_fds *kept, pid_t self);
-/* In the child of any fork (plain: not the library's own): closes the
- * fds of a task it descends from, if they are still the task's, and
- * forgets them. */
-void task_fds_leave(bool plain);
+/* In the child of any fork: closes the task's fds, if it is a task's
+ * child and they are still the task's, and forgets them. */
+void task_fds_leave(void);
 
 /* flush.c: stdio output that would otherwise be lost or written twice. */
 void flush_pending_output(void);
@@ -352,8 +344,6 @@ struct fdreg_snapshot {        /* which fds were the library's at a fork */
 	                               as the child's copy of the heap holds it */
 	size_t high_words;
 	pthread_t thread;           /* the thread that forks */
-	const struct task_fds *kept;   /* the new task's record (child.c) */
-	pid_t owner;                /* this process */
 	bool taken;                 /* filled in by the prepare handler */
 	struct fdreg_snapshot *next;
 };
@@ -363,7 +353,7 @@ int fdreg_epoll_create(void);
 int fdreg_eventfd(void);
 int fdreg_pidfd_open(pid_t pid);
 void fdreg_close(int fd);
-int fdreg_snapshot_at_fork(struct fdreg_snapshot *s, const struct task_fds *kept, pid_t owner);
+int fdreg_snapshot_at_fork(struct fdreg_snapshot *s);
 void fdreg_snapshot_done(struct fdreg_snapshot *s);
 void fdreg_close_snapshot(const struct fdreg_snapshot *s, int keep_a, int keep_b);
 void fdreg_lock(void);

@@ -101,12 +101,10 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 {
 	const struct call *c = what;
 	struct fdreg_snapshot inherited;
-	/* The child sees the group as zeroes: what it needs is copied here.
-	 * kept stays the task's record for its whole life (child.c). */
-	struct task_fds kept = { g->channel_tx, -1, g->channel_dev, g->channel_ino, g->owner };
+	/* The child sees the group as zeroes: what it needs is copied here. */
+	struct task_fds kept = { g->channel_tx, -1, g->channel_dev, g->channel_ino };
 	int lifeline[2], r, gate_signal = SIGNAL_GATE, cancel_state = t->cancel_state;
-	bool in_place = record_in_place(&kept);
-	pid_t pid;
+	pid_t parent = g->owner, pid;
 	sigset_t all, saved;
 
 	r = fdreg_pipe(lifeline);
@@ -121,14 +119,14 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 	 * too, when the task flushes stdio; signals are blocked first, so
 	 * that no handler buffers more in between. */
 	flush_pending_output();
-	r = fdreg_snapshot_at_fork(&inherited, in_place ? &kept : NULL, g->owner);
+	r = fdreg_snapshot_at_fork(&inherited);
 	if (r < 0) {
 		pthread_sigmask(SIG_SETMASK, &saved, NULL);
 		goto fail;
 	}
 	pid = fork();
 	if (pid == 0)
-		child_run(&inherited, &kept, in_place, gate_signal, cancel_state, c->fn, c->arg);
+		child_run(&inherited, &kept, gate_signal, parent, cancel_state, c->fn, c->arg);
 	r = -errno;
 	fdreg_snapshot_done(&inherited);
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
