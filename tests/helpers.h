@@ -262,6 +262,23 @@ static inline bool under_sanitizer(void)
 #endif
 }
 
+#if defined(__SANITIZE_THREAD__)
+#define TESTS_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TESTS_UNDER_TSAN 1
+#endif
+#endif
+
+static inline bool under_tsan(void)
+{
+#ifdef TESTS_UNDER_TSAN
+	return true;
+#else
+	return false;
+#endif
+}
+
 /*
  * The census after every test (scenario 14 of the reliability notes):
  * nothing a test started may outlive it, as a zombie or alive.  Each test

@@ -623,7 +623,7 @@ static void test_message_arrives_whichever_thread_started_the_task_and_its_own_t
  * host's next fork, a plain fork of its own, and an errgroup_errorf in
  * the host (which is no task) must all still work.
  */
-#define OWN_STACK_SIZE (256 * 1024)
+#define OWN_STACK_SIZE ((size_t)2 << 20)   /* TSan wants 900 KiB */
 
 static void test_task_started_from_a_thread_whose_stack_is_gone_leaves_nothing_dangling(void **state)
 {
@@ -715,6 +715,8 @@ static void *start_first_thread_ends(void *arg)
 	return NULL;
 }
 
+/* TSan loses track of a thread that joins the first thread of a process
+ * forked from a threaded one ("CHECK failed: tid < kMaxTid"). */
 static void test_message_arrives_after_the_first_thread_of_a_task_started_by_a_thread_ended(void **state)
 {
 	struct start s = { errgroup_new(), NULL, -1 };
@@ -722,6 +724,8 @@ static void test_message_arrives_after_the_first_thread_of_a_task_started_by_a_t
 	pthread_t thread;
 
 	(void)state;
+	if (under_tsan())
+		skip();
 	assert_non_null(s.g);
 	assert_int_equal(pthread_create(&thread, NULL, start_first_thread_ends, &s), 0);
 	assert_int_equal(pthread_join(thread, NULL), 0);
@@ -803,11 +807,16 @@ static int first_thread_exits(void *arg)
 	pthread_exit(NULL);
 }
 
+/* Not under TSan, as above. */
 static void test_message_arrives_after_the_task_first_thread_exits(void **state)
 {
 	char msg[128];
-	struct errgroup_error e = run_one(first_thread_exits, NULL, msg, sizeof msg);
+	struct errgroup_error e;
+
 	(void)state;
+	if (under_tsan())
+		skip();
+	e = run_one(first_thread_exits, NULL, msg, sizeof msg);
 
 	assert_int_equal(e.cause, ERRGROUP_EXITED);
 	assert_int_equal(e.code, 6);
