@@ -336,7 +336,10 @@ void errgroup_cancel(errgroup *g);
  * after the SIGTERM, so that it sees it.  sig 0 sends nothing and counts
  * the running children.  SIGRTMIN is the start gate's signal (a child
  * waits for it before it runs its task, and drops any that follow): a
- * SIGRTMIN sent to a task that has not yet begun its function is lost.
+ * SIGRTMIN sent to a task that has not yet begun its function is lost,
+ * and so is a SIGTSTP, SIGTTIN or SIGTTOU that comes before the child has
+ * its own process group (it drops the terminal's stops sent to the
+ * caller's group while it was still in it; SIGSTOP is never lost).
  * A task that moved into a sibling task's process group gets the signal
  * twice, once directly and once through that group.  It takes the
  * group's lock: not from a signal handler (pass the signal on from a

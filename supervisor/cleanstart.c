@@ -1,18 +1,21 @@
 /*
  * cleanstart.c - what every child does first, whichever way it started
  * (a forked function task, child.c, or a cloned command, command.c): lead
- * its own process group, leave the controlling terminal and reset the
+ * its own process group, drop the terminal's stops it got while it was
+ * still in the host's, leave the controlling terminal and reset the
  * signal dispositions the host set.
  *
  * Raw system calls only (rawsyscall.c says why), and no libc at all.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -214,6 +217,28 @@ static void leave_terminal(void)
 }
 
 /*
+ * Until its setpgid the child was in the caller's process group, and a
+ * stop the terminal sent that group meanwhile (Ctrl-Z's SIGTSTP, or
+ * SIGTTIN, SIGTTOU) waits in the child, blocked.  Once the mask is
+ * cleared it would stop the child for good: the SIGCONT that resumes the
+ * caller's group no longer reaches it, and the group would wait for it
+ * for ever (a command's caller in clone, holding the fd registry's lock).
+ * The child is in no job the terminal controls: such a stop is dropped.
+ */
+CHILD_SHARING_MEMORY CHILD_CODE
+static void drop_terminal_stops(void)
+{
+	uint64_t stops = UINT64_C(1) << (SIGTSTP - 1) | UINT64_C(1) << (SIGTTIN - 1) |
+			 UINT64_C(1) << (SIGTTOU - 1);
+	struct timespec now = { 0, 0 };
+	long n;
+
+	do
+		n = raw_syscall(SYS_rt_sigtimedwait, (long)&stops, 0, (long)&now, sizeof stops, 0, 0);
+	while (n > 0 || n == -EINTR);
+}
+
+/*
  * The group signals the task's process group; until this call it signals
  * the child alone, which has no descendants yet.  Dispositions the host
  * set (an ignored SIGTERM, a SIGINT handler) would make cancellation fail
@@ -229,6 +254,7 @@ void clean_start(int last_signal)
 	uint64_t set;
 
 	raw_syscall(SYS_setpgid, 0, 0, 0, 0, 0, 0);
+	drop_terminal_stops();
 	leave_terminal();
 	/* SIGCHLD's flags (SA_NOCLDWAIT, SA_NOCLDSTOP) change how the task's
 	 * own children end even under SIG_DFL, and /proc does not show them:

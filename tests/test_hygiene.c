@@ -1496,6 +1496,41 @@ static void test_task_reading_the_hosts_terminal_is_not_stopped(void **state)
 	assert_int_equal(status_in_child(host_whose_task_reads_its_terminal), 0);
 }
 
+/*
+ * Until the child leads its own process group it is in the host's, and a
+ * Ctrl-Z the terminal sends that group then waits in it, blocked; let
+ * through once the task runs, it stopped the task for good, since the
+ * SIGCONT that resumes the host's group no longer reaches it.  The host's
+ * own atfork handler sends the child that SIGTSTP in exactly that moment
+ * (glibc runs it in the child, with every signal still blocked).  The
+ * timeout only ends the run when the task was stopped.
+ */
+static void stop_the_new_child(void)
+{
+	kill(getpid(), SIGTSTP);
+}
+
+static int host_whose_task_gets_a_ctrl_z_as_it_starts(void)
+{
+	const struct errgroup_error *e;
+	errgroup *g;
+
+	if (pthread_atfork(NULL, NULL, stop_the_new_child) != 0)
+		return 2;
+	g = errgroup_new();
+	if (!g || errgroup_set_timeout_ms(g, WAIT_LIMIT_MS) < 0 ||
+	    errgroup_set_grace_ms(g, 100) < 0 || errgroup_go(g, noop, NULL) < 0)
+		return 3;
+	e = errgroup_wait(g);
+	return e ? 10 + (int)e->cause : 0;
+}
+
+static void test_terminal_stop_sent_as_a_task_starts_does_not_stop_it(void **state)
+{
+	(void)state;
+	assert_int_equal(status_in_child(host_whose_task_gets_a_ctrl_z_as_it_starts), 0);
+}
+
 /* ---- atexit (stdio: test_stdio.c) ---- */
 
 static int atexit_fd = -1;   /* where the host's atexit handler writes */
@@ -1838,6 +1873,7 @@ int main(void)
 		census_test(test_host_signal_state_is_reset_whatever_the_host_is_called),
 		census_test(test_host_nocldwait_flag_does_not_reach_the_task),
 		census_test(test_task_reading_the_hosts_terminal_is_not_stopped),
+		census_test(test_terminal_stop_sent_as_a_task_starts_does_not_stop_it),
 		census_test(test_host_atexit_handler_does_not_run_in_a_task),
 		census_test(test_library_fds_stay_off_0_to_2_when_the_host_closed_them),
 		census_test(test_signal_storm_loses_no_result_in_wait_and_no_child_in_free),
