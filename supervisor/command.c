@@ -104,14 +104,19 @@ static int move_up(int fd, bool cloexec)
 
 /* Makes fds 0, 1 and 2 what the caller asked for.  A source that is
  * itself one of 0..2 is first moved up, so that no target overwrites a
- * source still to be used (stdout and stderr swapped, say).  Returns 0 or
- * -errno. */
+ * source still to be used (stdout and stderr swapped, say).  Every source
+ * is checked first: the move takes the lowest free number, which may be
+ * that of a source the caller had closed, and the program would then run
+ * with a copy of another.  Returns 0 or -errno. */
 CHILD_SHARING_MEMORY
 static int set_stdio(const int *stdio)
 {
 	int src[3];
 	long r;
 
+	for (int i = 0; i < 3; i++)
+		if (stdio[i] >= 0 && (r = raw_syscall(SYS_fcntl, stdio[i], F_GETFD, 0, 0, 0, 0)) < 0)
+			return (int)r;
 	for (int i = 0; i < 3; i++) {
 		src[i] = stdio[i];
 		if (src[i] >= 0 && src[i] < 3 && src[i] != i) {

@@ -346,6 +346,39 @@ static void test_stdio_fd_that_names_a_library_fd_fails_as_closed(void **state)
 	errgroup_free(g);
 }
 
+/* A closed stdio fd fails the start even when another stdio fd is one of
+ * 0..2, which the child first moves up to the lowest free number: that
+ * may be the closed one's, which the program then got as a copy of the
+ * other (found by session 16's hunt).  Which number the move takes
+ * depends on how many fds the library makes first, so each of the 16
+ * lowest free numbers is tried. */
+static void test_closed_stdio_fd_fails_while_another_is_moved_up(void **state)
+{
+	const char *const argv[] = { "true", NULL };
+	int stdio[3] = { -1, STDERR_FILENO, -1 }, tried = 0;
+	struct errgroup_cmd cmd = { .argv = argv, .stdio = stdio };
+	const struct errgroup_error *e;
+
+	(void)state;
+	for (int fd = 3; tried < 16; fd++) {
+		errgroup *g;
+
+		if (fcntl(fd, F_GETFD) >= 0)
+			continue;   /* open here: not a closed fd */
+		tried++;
+		g = errgroup_new();   /* a fresh one: the first error sticks */
+		assert_non_null(g);
+		stdio[2] = fd;
+		e = run(g, &cmd);
+		if (!e)
+			fail_msg("stdio fd %d, closed, was taken for another", fd);
+		assert_int_equal(e->cause, ERRGROUP_EXITED);
+		assert_int_equal(e->code, 126);
+		assert_non_null(strstr(e->message, "Bad file descriptor"));
+		errgroup_free(g);
+	}
+}
+
 static void test_program_leads_its_own_process_group(void **state)
 {
 	/* Field 5 of /proc/PID/stat is the process group (procps, for ps, is
@@ -612,6 +645,7 @@ int main(void)
 		census_test(test_environment_and_directory_are_the_given_ones),
 		census_test(test_stdio_may_swap_the_callers_fds),
 		census_test(test_stdio_fd_that_names_a_library_fd_fails_as_closed),
+		census_test(test_closed_stdio_fd_fails_while_another_is_moved_up),
 		census_test(test_program_leads_its_own_process_group),
 		census_test(test_program_has_no_controlling_terminal),
 		census_test(test_program_starts_with_default_signals_and_empty_mask),
