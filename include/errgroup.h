@@ -216,9 +216,13 @@ struct errgroup_cmd {
 	                              is run by /bin/sh, as execvp() does */
 	const char *const *envp;   /* its environment; NULL: the caller's */
 	const char *dir;           /* its working directory; NULL: the caller's */
-	const int *stdio;          /* NULL: it shares the caller's fds 0, 1, 2;
+	const int *stdio;          /* NULL: it shares the caller's fds 0, 1, 2,
+	                              as exec would (one the caller marked
+	                              O_CLOEXEC is closed in it);
 	                              else three fds to become its 0, 1, 2
-	                              (-1: that one stays the caller's); one
+	                              (-1: that one stays the caller's, as
+	                              with NULL; a given one is passed on
+	                              whatever its O_CLOEXEC); one
 	                              that is closed, or that names one of
 	                              the library's own fds (a number the
 	                              caller closed, taken since), fails the

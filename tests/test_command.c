@@ -379,6 +379,40 @@ static void test_closed_stdio_fd_fails_while_another_is_moved_up(void **state)
 	}
 }
 
+/* With stdio NULL the program gets the caller's 0, 1 and 2 as exec would
+ * give them: one the caller marked O_CLOEXEC is closed in it (the header
+ * says so).  The host's stdout is a pipe it marked so; the program finds
+ * its stdout closed, and nothing reaches the pipe. */
+static int host_whose_stdout_is_cloexec(void)
+{
+	const char *const argv[] = { "sh", "-c", "echo into the pipe", NULL };
+	struct errgroup_cmd cmd = { .argv = argv };
+	const struct errgroup_error *e;
+	int out[2], r;
+	char byte;
+	errgroup *g;
+
+	if (pipe2(out, O_CLOEXEC) < 0 || dup3(out[1], STDOUT_FILENO, O_CLOEXEC) < 0)
+		return 2;
+	close(out[1]);
+	g = errgroup_new();
+	if (!g || errgroup_go_cmd(g, &cmd) < 0)
+		return 3;
+	e = errgroup_wait(g);
+	r = !e ? 4 : e->cause != ERRGROUP_EXITED || e->code == 0 ? 5 : 0;
+	errgroup_free(g);
+	close(STDOUT_FILENO);
+	if (r == 0 && read(out[0], &byte, 1) != 0)
+		r = 6;
+	return r;
+}
+
+static void test_program_gets_the_callers_stdio_as_exec_would(void **state)
+{
+	(void)state;
+	assert_int_equal(status_in_child(host_whose_stdout_is_cloexec), 0);
+}
+
 static void test_program_leads_its_own_process_group(void **state)
 {
 	/* Field 5 of /proc/PID/stat is the process group (procps, for ps, is
@@ -646,6 +680,7 @@ int main(void)
 		census_test(test_stdio_may_swap_the_callers_fds),
 		census_test(test_stdio_fd_that_names_a_library_fd_fails_as_closed),
 		census_test(test_closed_stdio_fd_fails_while_another_is_moved_up),
+		census_test(test_program_gets_the_callers_stdio_as_exec_would),
 		census_test(test_program_leads_its_own_process_group),
 		census_test(test_program_has_no_controlling_terminal),
 		census_test(test_program_starts_with_default_signals_and_empty_mask),
