@@ -26,7 +26,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -142,16 +141,13 @@ CHILD_CODE
 static void wait_at_gate(int gate_signal, pid_t parent)
 {
 	uint64_t gate = UINT64_C(1) << (gate_signal - 1);
-	struct timespec now = { 0, 0 };
 	siginfo_t info;
 	long n;
 
 	do
 		n = raw_syscall(SYS_rt_sigtimedwait, (long)&gate, (long)&info, 0, sizeof gate, 0, 0);
 	while (n == -EINTR || (n == gate_signal && !opens_gate(&info, parent)));
-	do
-		n = raw_syscall(SYS_rt_sigtimedwait, (long)&gate, 0, (long)&now, sizeof gate, 0, 0);
-	while (n == gate_signal || n == -EINTR);
+	drop_pending_signals(gate);
 }
 
 /*

@@ -216,25 +216,16 @@ static void leave_terminal(void)
 	raw_syscall(SYS_close, fd, 0, 0, 0, 0, 0);
 }
 
-/*
- * Until its setpgid the child was in the caller's process group, and a
- * stop the terminal sent that group meanwhile (Ctrl-Z's SIGTSTP, or
- * SIGTTIN, SIGTTOU) waits in the child, blocked.  Once the mask is
- * cleared it would stop the child for good: the SIGCONT that resumes the
- * caller's group no longer reaches it, and the group would wait for it
- * for ever (a command's caller in clone, holding the fd registry's lock).
- * The child is in no job the terminal controls: such a stop is dropped.
- */
+/* Takes every signal of set (bit n - 1 for signal n) that is pending, and
+ * drops it; they are blocked.  The gate's sweep uses it too (child.c). */
 CHILD_SHARING_MEMORY CHILD_CODE
-static void drop_terminal_stops(void)
+void drop_pending_signals(uint64_t set)
 {
-	uint64_t stops = UINT64_C(1) << (SIGTSTP - 1) | UINT64_C(1) << (SIGTTIN - 1) |
-			 UINT64_C(1) << (SIGTTOU - 1);
 	struct timespec now = { 0, 0 };
 	long n;
 
 	do
-		n = raw_syscall(SYS_rt_sigtimedwait, (long)&stops, 0, (long)&now, sizeof stops, 0, 0);
+		n = raw_syscall(SYS_rt_sigtimedwait, (long)&set, 0, (long)&now, sizeof set, 0, 0);
 	while (n > 0 || n == -EINTR);
 }
 
@@ -254,7 +245,15 @@ void clean_start(int last_signal)
 	uint64_t set;
 
 	raw_syscall(SYS_setpgid, 0, 0, 0, 0, 0, 0);
-	drop_terminal_stops();
+	/* Until now the child was in the caller's process group, and a stop
+	 * the terminal sent that group meanwhile (Ctrl-Z's SIGTSTP, or
+	 * SIGTTIN, SIGTTOU) waits here.  Once the mask is cleared it would
+	 * stop the child for good: the SIGCONT that resumes the caller's
+	 * group no longer reaches it, and the group would wait for ever (a
+	 * command's caller in clone, holding the fd registry's lock).  The
+	 * child is in no job the terminal controls: such a stop is dropped. */
+	drop_pending_signals(UINT64_C(1) << (SIGTSTP - 1) | UINT64_C(1) << (SIGTTIN - 1) |
+			     UINT64_C(1) << (SIGTTOU - 1));
 	leave_terminal();
 	/* SIGCHLD's flags (SA_NOCLDWAIT, SA_NOCLDSTOP) change how the task's
 	 * own children end even under SIG_DFL, and /proc does not show them:

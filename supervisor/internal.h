@@ -257,6 +257,7 @@ void flush_pending_output(void);
 
 /* cleanstart.c */
 void clean_start(int last_signal);
+void drop_pending_signals(uint64_t set);
 bool stat_signals_set(const char *text, uint64_t *ret);
 
 /* rawsyscall.c: the result or -errno, without libc (see there). */
