@@ -75,6 +75,17 @@ gone() {
 	done
 }
 
+# shows PATTERN FILE: waits until FILE holds a line matching PATTERN (up
+# to 20 s); false if it never does.
+shows() {
+	local n=0
+	until grep -q "$1" "$2" 2>/dev/null; do
+		n=$((n + 1))
+		[ $n -gt 2000 ] && return 1
+		sleep 0.01
+	done
+}
+
 # Pids recorded by jobs in $D/pid.*.
 recorded_pids() {
 	cat "$D"/pid.* 2>/dev/null
@@ -386,12 +397,7 @@ test_line_buffer_passes_whole_lines_as_they_come() {
 		"printf 'hello\n'; printf 'part'; $AWAIT $D/go; printf 'ial\n'" ::: x \
 		>"$D/out" 2>"$D/err" &
 	pid=$!
-	local n=0
-	until grep -q hello "$D/out" 2>/dev/null; do
-		n=$((n + 1))
-		[ $n -gt 2000 ] && { fail "the first line never came"; break; }
-		sleep 0.01
-	done
+	shows hello "$D/out" || fail "the first line never came"
 	grep -q part "$D/out" && fail "half a line was written"
 	touch "$D/go"
 	wait $pid
@@ -1207,7 +1213,7 @@ test_bar_erases_no_unfinished_line() {
 # 1 ends.  The status is not checked, the report is: without a file
 # descriptor, LeakSanitizer (make asan) fails at errgroup's exit.
 test_message_under_the_bar_gets_a_line_of_its_own() {
-	local session n=0
+	local session
 	command -v script >/dev/null || return 0   # util-linux, for a pty
 	command -v prlimit >/dev/null || return 0  # util-linux
 	cat >"$D/jobs" <<EOF
@@ -1217,11 +1223,7 @@ EOF
 	timeout -k 5 30 script -qec "$EG --bar -j1 -a $D/jobs" /dev/null >"$D/tty" 2>&1 </dev/null &
 	session=$!
 	"$AWAIT" "$D/errgroup" || fail "job 1 did not start"
-	until grep -q '0/2 done' "$D/tty"; do
-		n=$((n + 1))
-		[ $n -gt 2000 ] && { fail "the bar was never drawn"; break; }
-		sleep 0.01
-	done
+	shows '0/2 done' "$D/tty" || fail "the bar was never drawn"
 	prlimit --pid "$(cat "$D/errgroup")" --nofile=3 || fail "prlimit failed"
 	touch "$D/go"
 	wait "$session"
