@@ -35,6 +35,7 @@
 #define CHANNEL_SNDBUF (1 << 20)
 #define MAX_PASSED_FDS 16
 #define MIN_DATAGRAM_TRUESIZE 256   /* what the kernel charges at least */
+#define SMALL_FRAME 256             /* read on the stack: a code, a short message */
 
 int channel_open(errgroup *g)
 {
@@ -127,18 +128,26 @@ static pid_t sender(struct msghdr *msg)
 	return pid;
 }
 
-/* Reads one datagram; returns false when the channel is empty. */
+/*
+ * Reads one datagram; returns false when the channel is empty.  A frame
+ * that does not fit on the stack (a message) gets the heap; when there is
+ * no memory for it, it is taken all the same, cut, and dropped, as
+ * set_message keeps the older message then.  Left queued, it would make
+ * the channel readable for ever (the poller spinning) and hold back the
+ * frame with the task's code behind it.
+ */
 static bool read_one(errgroup *g, size_t *bytes)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(MAX_PASSED_FDS * sizeof(int))];
 		struct cmsghdr align;
 	} control;
+	unsigned char small[SMALL_FRAME], *buf = small;
 	struct msghdr msg = { 0 };
 	struct iovec iov;
-	unsigned char *buf;
 	struct task *t;
 	ssize_t size, n;
+	size_t want;
 
 	do
 		size = recv(g->channel_rx, NULL, 0, MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
@@ -146,11 +155,16 @@ static bool read_one(errgroup *g, size_t *bytes)
 	if (size < 0)
 		return false;
 	/* An oversized datagram is taken truncated and reported. */
-	buf = malloc(size > FRAME_MAX ? FRAME_MAX : size > 0 ? (size_t)size : 1);
-	if (!buf)
-		return false;
+	want = size > FRAME_MAX ? FRAME_MAX : (size_t)size;
+	if (want > sizeof small) {
+		buf = malloc(want);
+		if (!buf) {
+			buf = small;
+			want = sizeof small;
+		}
+	}
 	iov.iov_base = buf;
-	iov.iov_len = size > FRAME_MAX ? FRAME_MAX : (size_t)size;
+	iov.iov_len = want;
 	msg.msg_iov = &iov;
 	msg.msg_iovlen = 1;
 	msg.msg_control = control.buf;
@@ -159,7 +173,8 @@ static bool read_one(errgroup *g, size_t *bytes)
 		n = recvmsg(g->channel_rx, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 	while (n < 0 && errno == EINTR);
 	if (n < 0) {
-		free(buf);
+		if (buf != small)
+			free(buf);
 		return false;
 	}
 	if (n == 0 && msg.msg_controllen == 0) {
@@ -169,18 +184,20 @@ static bool read_one(errgroup *g, size_t *bytes)
 		 * more, and the end of file stays readable: stop watching, or
 		 * the poller would spin. */
 		epoll_ctl(g->epoll_fd, EPOLL_CTL_DEL, g->channel_rx, NULL);
-		free(buf);
+		if (buf != small)
+			free(buf);
 		return false;
 	}
 	*bytes += (size_t)size + MIN_DATAGRAM_TRUESIZE;
 	t = task_find_pid(g, sender(&msg));
 	if (t) {
-		if (size > FRAME_MAX || (msg.msg_flags & MSG_TRUNC))
+		if (size > FRAME_MAX)
 			malformed(t, (size_t)size);
-		else
+		else if (!(msg.msg_flags & MSG_TRUNC))
 			take_frame(t, buf, (size_t)n);
 	}
-	free(buf);
+	if (buf != small)
+		free(buf);
 	return true;
 }
 

@@ -10,7 +10,9 @@
  * runs in a bare fork of the test, which sends back what it saw through a
  * pipe, and only the test asserts.  The filter applies to the thread that
  * installs it: a thread started before it still forks, so the scenario
- * can check that the group goes on afterwards.
+ * can check that the group goes on afterwards.  Memory running out in the
+ * parent comes from malloc, wrapped (see the Makefile): the library's
+ * calls to it fail for large blocks while the test says so.
  */
 #include "helpers.h"
 
@@ -468,6 +470,57 @@ static void test_go_returns_enomem_when_the_exit_cannot_be_watched(void **state)
 	check_injected(&f);
 }
 
+/* ---- memory runs out ---- */
+
+static bool fail_large_mallocs;
+static int failed_mallocs;
+
+void *__real_malloc(size_t size);
+void *__wrap_malloc(size_t size);
+
+void *__wrap_malloc(size_t size)
+{
+	if (fail_large_mallocs && size > 1024) {
+		failed_mallocs++;
+		errno = ENOMEM;
+		return NULL;
+	}
+	return __real_malloc(size);
+}
+
+static int fail_with_a_long_message(void *arg)
+{
+	(void)arg;
+	return errgroup_errorf(300, "%2000s", "no room for this");
+}
+
+/*
+ * The parent has no memory for a task's long message: the message is
+ * lost, not the frame with the task's code behind it.  The datagram that
+ * could not be read stayed queued: the code was taken for an exit status
+ * (EXITED, 44), and the channel, readable for ever, kept the poller
+ * spinning, a failed allocation per round.
+ */
+static void test_code_arrives_when_the_parent_has_no_memory_for_the_message(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g = errgroup_new();
+
+	(void)state;
+	assert_non_null(g);
+	assert_int_equal(errgroup_go(g, fail_with_a_long_message, NULL), 0);
+	failed_mallocs = 0;
+	fail_large_mallocs = true;
+	e = errgroup_wait(g);
+	fail_large_mallocs = false;
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_RETURNED);
+	assert_int_equal(e->code, 300);
+	assert_null(strstr(e->message, "no room"));
+	assert_int_equal(failed_mallocs, 1);
+	errgroup_free(g);
+}
+
 /* ---- no pid-reuse accident ---- */
 
 #define REUSE_FORK_CAP 100000
@@ -715,6 +768,7 @@ int main(void)
 		census_test(test_go_returns_enfile_when_the_system_is_out_of_files),
 		census_test(test_go_returns_emfile_when_pidfd_open_fails_after_the_fork),
 		census_test(test_go_returns_enomem_when_the_exit_cannot_be_watched),
+		census_test(test_code_arrives_when_the_parent_has_no_memory_for_the_message),
 		census_test(test_canceling_a_task_reaped_by_the_kernel_spares_the_stranger_with_its_pid),
 		census_test(test_five_thousand_children_run_at_once),
 	};
