@@ -310,7 +310,7 @@ int spawn_command(errgroup *g, const void *what, struct task *t)
 {
 	_Alignas(16) char stack[CHILD_STACK_SIZE];
 	const struct errgroup_cmd *cmd = what;
-	int lifeline[2], report[2], flags, pidfd = -1, r;
+	int lifeline[2], report[2], flags, pidfd = -1, pidfds, r;
 	struct failure f;
 	struct launch l;
 	sigset_t all, saved;
@@ -318,6 +318,9 @@ int spawn_command(errgroup *g, const void *what, struct task *t)
 	pid_t pid;
 
 	(void)g;
+	pidfds = pidfd_supported();
+	if (pidfds < 0)
+		return pidfds;
 	r = fdreg_pipe(lifeline);
 	if (r < 0)
 		return r;
@@ -344,7 +347,7 @@ int spawn_command(errgroup *g, const void *what, struct task *t)
 	l.report = report[1];
 
 	flags = CLONE_SHARING | SIGCHLD;
-	if (pidfd_supported())
+	if (pidfds)
 		flags |= CLONE_PIDFD;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &saved);

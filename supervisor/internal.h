@@ -368,7 +368,7 @@ void parentmem_free(void *p, size_t size);
 bool parentmem_wipes(void);
 
 /* pidfd.c */
-bool pidfd_supported(void);
+int pidfd_supported(void);
 int pidfd_signal_group(int pidfd, int sig);
 int pidfd_exit_status(int pidfd, int *ret_wstatus);
 

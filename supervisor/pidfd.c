@@ -5,14 +5,14 @@
  * Debian 12's valgrind answers ENOSYS to pidfd_open and pidfd_send_signal,
  * seccomp filters answer ENOSYS or EPERM, and PIDFD_SIGNAL_PROCESS_GROUP
  * (6.9) and PIDFD_INFO_EXIT (6.15) are newer than the installed headers.
- * Each feature is probed once and the answer cached.  Without pidfds the
+ * Each feature is probed once and the answer cached (pidfds themselves
+ * again after a probe that ran out of fds).  Without pidfds the
  * group falls back to pids, which stay ours until we reap them (see
  * poll.c for how exits are noticed then).  ERRGROUP_DISABLE_PIDFD=1 in the
  * environment forces that fallback, so that tests can cover it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -39,35 +39,55 @@ struct pidfd_info_v0 {
 #define PIDFD_GET_INFO_V0 _IOWR(0xFF, 11, struct pidfd_info_v0)
 #define PIDFD_INFO_EXIT_BIT (1ULL << 3)
 
-static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
-static bool have_pidfd;
+/* 1 once pidfds were found to work, -1 once they were found not to, 0
+ * until then. */
+static int pidfd_state;
 static bool have_group_flag = true;   /* cleared at the first EINVAL */
 
-static void probe(void)
+/* 1 if pidfds work, 0 if not, or -EMFILE, -ENFILE, -ENOMEM when the probe
+ * ran out of fds or memory, which says nothing of the kernel. */
+static int probe(void)
 {
 	const char *off = secure_getenv("ERRGROUP_DISABLE_PIDFD");
 	siginfo_t si;
+	bool works;
 	int fd;
 
 	if (off && *off && strcmp(off, "0") != 0)
-		return;
+		return 0;
 	/* Registered, as every library fd: a task that another thread forks
 	 * meanwhile must not inherit a pidfd of the host. */
 	fd = fdreg_pidfd_open(getpid());
+	if (fd == -EMFILE || fd == -ENFILE || fd == -ENOMEM)
+		return fd;
 	if (fd < 0)
-		return;
+		return 0;
 	/* The three calls the library makes must all work: a filter may
 	 * allow one and deny another. */
-	if (pidfd_send_signal(fd, 0, NULL, 0) == 0 &&
-	    waitid(P_PIDFD, fd, &si, WEXITED | WNOHANG) < 0 && errno == ECHILD)
-		have_pidfd = true;
+	works = pidfd_send_signal(fd, 0, NULL, 0) == 0 &&
+		waitid(P_PIDFD, fd, &si, WEXITED | WNOHANG) < 0 && errno == ECHILD;
 	fdreg_close(fd);
+	return works;
 }
 
-bool pidfd_supported(void)
+/*
+ * 1 if the library follows its children through pidfds, 0 if through
+ * pids, or a negative errno when it cannot tell yet: a start then fails
+ * with it, as it would have at its own pidfd_open.  Asked once, at the
+ * first start; a shortage of fds or memory then must not settle it for
+ * the process's life.  Threads that ask at once each probe, which is
+ * harmless: the answer is the kernel's.
+ */
+int pidfd_supported(void)
 {
-	pthread_once(&probe_once, probe);
-	return have_pidfd;
+	int state = __atomic_load_n(&pidfd_state, __ATOMIC_ACQUIRE), r;
+
+	if (state)
+		return state > 0;
+	r = probe();
+	if (r >= 0)
+		__atomic_store_n(&pidfd_state, r ? 1 : -1, __ATOMIC_RELEASE);
+	return r;
 }
 
 /*

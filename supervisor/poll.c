@@ -59,7 +59,7 @@ void wake_poller(errgroup *g)
 /* Whether the group's tasks need the waitid sweep (see above). */
 static bool needs_sweep(errgroup *g)
 {
-	return (!pidfd_supported() && g->running > 0) || g->unreapable > 0;
+	return (g->running > 0 && pidfd_supported() <= 0) || g->unreapable > 0;
 }
 
 /* How long the poller may sleep: until the SIGKILL of a grace period,

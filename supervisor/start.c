@@ -103,10 +103,13 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 	struct fdreg_snapshot inherited;
 	/* The child sees the group as zeroes: what it needs is copied here. */
 	struct task_fds kept = { g->channel_tx, -1, g->channel_dev, g->channel_ino };
-	int lifeline[2], r, gate_signal = SIGNAL_GATE, cancel_state = t->cancel_state;
+	int lifeline[2], r, gate_signal = SIGNAL_GATE, cancel_state = t->cancel_state, pidfds;
 	pid_t parent = g->owner, pid;
 	sigset_t all, saved;
 
+	pidfds = pidfd_supported();
+	if (pidfds < 0)
+		return pidfds;
 	r = fdreg_pipe(lifeline);
 	if (r < 0)
 		return r;
@@ -133,7 +136,7 @@ static int spawn_call(errgroup *g, const void *what, struct task *t)
 	if (pid < 0)
 		goto fail;
 	fdreg_close(lifeline[0]);
-	if (pidfd_supported()) {
+	if (pidfds) {
 		t->pidfd = fdreg_pidfd_open(pid);
 		if (t->pidfd < 0) {
 			r = t->pidfd;

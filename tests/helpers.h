@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -135,6 +136,21 @@ static inline int read_byte(int fd)
 #ifndef WAIT_LIMIT_MS
 #define WAIT_LIMIT_MS 30000
 #endif
+
+/* The soft RLIMIT_NOFILE below which exactly free_slots fd numbers are
+ * free (the kernel refuses fd numbers at or above the limit). */
+static inline rlim_t limit_leaving_free_fds(int free_slots)
+{
+	int found = 0;
+
+	for (int fd = 0;; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		if (found == free_slots)
+			return (rlim_t)fd;
+		found++;
+	}
+}
 
 /* A pipe on which tasks send the test words (a pid, a result). */
 static int ready_pipe[2];

@@ -2,7 +2,8 @@
  * test_first_use.c - the process's first group, made in one thread while
  * another forks: the fork must see each of the group's fds either
  * registered (and close it in the child) or not yet made.  And the
- * process's first start, which probes for pidfds (at the end).
+ * process's first start, which probes for pidfds (at the end): in a
+ * moment another thread forks, and when fds run out.
  *
  * Until its first use the library has no registry and no atfork handlers;
  * the first use installs the handlers and makes the registry, and a fork
@@ -18,6 +19,8 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+
+#include "internal.h"   /* pidfd_supported */
 
 #define ROUNDS 500
 
@@ -210,11 +213,92 @@ static void test_task_started_during_the_pidfd_probe_holds_no_pidfd(void **state
 	assert_int_equal(status_in_child(fork_while_the_probe_holds_its_pidfd), 0);
 }
 
+static int succeed(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+/* Whether this process's starts should follow their children through
+ * pidfds: the kernel gives them, and the runner did not turn them off. */
+static bool pidfds_expected(void)
+{
+	const char *off = getenv("ERRGROUP_DISABLE_PIDFD");
+	int fd;
+
+	if (off && *off && strcmp(off, "0") != 0)
+		return false;
+	fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+static const char *const true_argv[] = { "/bin/true", NULL };
+static const struct errgroup_cmd true_command = { .argv = true_argv };
+
+/* A start (a function, or the command if cmd) with the soft fd limit set
+ * so that free_slots numbers are free, then the limit as it was. */
+static int start_with_free_fds(errgroup *g, bool cmd, int free_slots)
+{
+	struct rlimit saved, low;
+	int r;
+
+	if (getrlimit(RLIMIT_NOFILE, &saved) < 0)
+		return 100;
+	low = saved;
+	low.rlim_cur = limit_leaving_free_fds(free_slots);
+	if (setrlimit(RLIMIT_NOFILE, &low) < 0)
+		return 101;
+	r = cmd ? errgroup_go_cmd(g, &true_command) : errgroup_go(g, succeed, NULL);
+	if (setrlimit(RLIMIT_NOFILE, &saved) < 0)
+		return 102;
+	return r;
+}
+
+/*
+ * In a process that has never started a task: 0 if the starts that ran
+ * out of fds failed with EMFILE and left the question of pidfds open,
+ * else the step that went wrong.  With no fd free the probe finds none.
+ * A command's start needs four for its two pipes, then one for its pidfd:
+ * with four free, the probe made with the pipes open found none, took
+ * that EMFILE for "no pidfds" and kept the answer, and the command, and
+ * every later task of the process, ran without a pidfd.
+ */
+static int run_out_of_fds_at_the_probe(void)
+{
+	errgroup *g = errgroup_new();
+	bool pidfds = pidfds_expected();
+
+	if (!g)
+		return 3;
+	if (start_with_free_fds(g, false, 0) != -EMFILE)
+		return 10;
+	if (start_with_free_fds(g, true, 4) != (pidfds ? -EMFILE : 0))
+		return 11;
+	if (errgroup_go(g, succeed, NULL) != (pidfds ? 0 : 1))
+		return 12;
+	if (errgroup_wait(g))
+		return 13;
+	if (pidfd_supported() != pidfds)
+		return 14;
+	errgroup_free(g);
+	return 0;
+}
+
+static void test_probe_that_runs_out_of_fds_fails_the_start_and_decides_nothing(void **state)
+{
+	(void)state;
+	assert_int_equal(status_in_child(run_out_of_fds_at_the_probe), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		census_test(test_fork_while_the_first_group_is_made_leaks_no_fd),
 		census_test(test_task_started_during_the_pidfd_probe_holds_no_pidfd),
+		census_test(test_probe_that_runs_out_of_fds_fails_the_start_and_decides_nothing),
 	};
 
 	census_begin();

@@ -99,21 +99,6 @@ static int count_phantom(void *arg)
 
 /* ---- fds run out ---- */
 
-/* The soft RLIMIT_NOFILE below which exactly free_slots fd numbers are
- * free (the kernel refuses fd numbers at or above the limit). */
-static rlim_t limit_leaving_free_fds(int free_slots)
-{
-	int found = 0;
-
-	for (int fd = 0;; fd++) {
-		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
-			continue;
-		if (found == free_slots)
-			return (rlim_t)fd;
-		found++;
-	}
-}
-
 static void set_soft_fd_limit(rlim_t soft)
 {
 	struct rlimit rl;
