@@ -105,8 +105,8 @@ $(B)/tests/test_pidfd_use: LDFLAGS += $(foreach f,pidfd_open close pidfd_send_si
 # between a pidfd turning readable and the exit status being recorded.
 $(B)/tests/test_exit_status: LDFLAGS += -Wl,--wrap=ioctl
 
-# It fails the library's large allocations at will.
-$(B)/tests/test_pressure: LDFLAGS += -Wl,--wrap=malloc
+# It fails the library's large allocations and its threads at will.
+$(B)/tests/test_pressure: LDFLAGS += -Wl,--wrap=malloc -Wl,--wrap=pthread_create
 
 # It holds the library's pidfd probe at its signal while another thread
 # forks.

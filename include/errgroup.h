@@ -196,7 +196,10 @@ int errgroup_set_deadline(errgroup *g, const struct timespec *abs_monotonic);
  *   -ETIMEDOUT  the group's deadline passed (errgroup_set_deadline); of
  *               the two, the one that came first is returned from then on;
  *   -EAGAIN, -ENOMEM, -EMFILE, -ENFILE  fork, socketpair or pidfd_open
- *               failed; nothing was started and the group is unchanged;
+ *               failed, or (-EAGAIN) the supervisor thread that
+ *               cancel-on-error, a timeout or a deadline needs could not
+ *               be started; nothing was started and the group is
+ *               unchanged;
  *   -ECHILD     the group was inherited from the parent process;
  *   -EINVAL     fn is NULL.
  * The caller's buffered stdio output is flushed before the fork, so that it
@@ -317,11 +320,14 @@ const struct errgroup_error *errgroup_error_at(const errgroup *g, size_t i);
  * errgroup_cancel - stop the group now: every running child's process group
  * gets SIGTERM (and SIGCONT, so that a stopped child sees it), then SIGKILL
  * after the grace period, and a child that has left its process group
- * gets them too (each signal once); errgroup_go, also blocked ones, returns
- * -ECANCELED from now on.  Cancellation is final, also after wait.  A child
- * that then ends unsuccessfully is recorded with cause ERRGROUP_CANCELED;
- * one that had already exited, even if not yet reaped, is neither
- * signalled nor counted as canceled: its own result stands.
+ * gets them too (each signal once).  The grace is timed by the group's
+ * supervisor thread, started now if the group has none; if no thread can
+ * be started, the SIGKILL follows the SIGTERM at once.  errgroup_go, also
+ * blocked ones, returns -ECANCELED from now on.  Cancellation is final,
+ * also after wait.  A child that then ends unsuccessfully is recorded with
+ * cause ERRGROUP_CANCELED; one that had already exited, even if not yet
+ * reaped, is neither signalled nor counted as canceled: its own result
+ * stands.
  */
 void errgroup_cancel(errgroup *g);
 

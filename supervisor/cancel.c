@@ -149,8 +149,10 @@ static void stop_all(errgroup *g, bool timed_out)
 		 * full grace, the others a little more. */
 		if (g->kill_at_ns < kill_at)
 			g->kill_at_ns = kill_at;
-		/* The SIGKILL must come even if no caller is waiting. */
-		supervisor_ensure(g);
+		/* The SIGKILL must come even if no caller is waiting; with no
+		 * thread to time the grace, it comes now. */
+		if (supervisor_ensure(g) < 0)
+			cancel_escalate(g);
 		wake_poller(g);
 	}
 	pthread_cond_broadcast(&g->changed);

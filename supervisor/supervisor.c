@@ -32,7 +32,10 @@ static void *supervise(void *arg)
 	return NULL;
 }
 
-/* Starts the supervisor if the group has none.  Lock held. */
+/* Starts the supervisor if the group has none.  Lock held.  -EAGAIN when
+ * pthread_create fails, whatever its reason: EINVAL in a process that
+ * entered a new pid namespace (unshare), EPERM under some seccomp filters
+ * say "no thread" as its EAGAIN does, and the header promises -EAGAIN. */
 int supervisor_ensure(errgroup *g)
 {
 	sigset_t all, saved;
@@ -45,7 +48,7 @@ int supervisor_ensure(errgroup *g)
 	r = pthread_create(&g->supervisor, NULL, supervise, g);
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
 	if (r != 0)
-		return -r;
+		return -EAGAIN;
 	g->has_supervisor = true;
 	/* A caller polling now hands the role over when it wakes. */
 	if (g->polling)

@@ -6,13 +6,14 @@
  * Failures are injected two ways.  A lowered RLIMIT_NOFILE makes the
  * library's own pipe fail with EMFILE, in this process.  Any other failure
  * comes from a seccomp filter that makes one system call fail with a
- * chosen errno; a filter can never be removed, so each of those scenarios
+ * chosen errno, or from a wrapper; a filter can never be removed, so each of those scenarios
  * runs in a bare fork of the test, which sends back what it saw through a
  * pipe, and only the test asserts.  The filter applies to the thread that
  * installs it: a thread started before it still forks, so the scenario
- * can check that the group goes on afterwards.  Memory running out in the
- * parent comes from malloc, wrapped (see the Makefile): the library's
- * calls to it fail for large blocks while the test says so.
+ * can check that the group goes on afterwards.  Memory and threads
+ * running out in the parent come from malloc and pthread_create, wrapped
+ * (see the Makefile): the library's calls to them fail while the test
+ * says so.
  */
 #include "helpers.h"
 
@@ -506,6 +507,92 @@ static void test_code_arrives_when_the_parent_has_no_memory_for_the_message(void
 	errgroup_free(g);
 }
 
+/* ---- no thread to be had ---- */
+
+static int refuse_threads;   /* the error pthread_create gives, or 0 */
+
+int __real_pthread_create(pthread_t *thread, const pthread_attr_t *attr,
+			  void *(*start)(void *), void *arg);
+int __wrap_pthread_create(pthread_t *thread, const pthread_attr_t *attr,
+			  void *(*start)(void *), void *arg);
+
+int __wrap_pthread_create(pthread_t *thread, const pthread_attr_t *attr,
+			  void *(*start)(void *), void *arg)
+{
+	if (refuse_threads)
+		return refuse_threads;
+	return __real_pthread_create(thread, attr, start, arg);
+}
+
+static int ignore_sigterm_and_wait_at_gate(void *arg)
+{
+	(void)arg;
+	signal(SIGTERM, SIG_IGN);
+	tell_word(getpid());
+	return read_byte(gate[0]) < 0 ? 99 : 0;
+}
+
+/*
+ * errgroup_cancel starts a thread to time the grace period before the
+ * SIGKILL.  Without one, the SIGKILL comes at once: it waited for the
+ * caller's next errgroup_wait, and a task that ignores SIGTERM ran on
+ * meanwhile, however long the caller stayed away.  The grace is longer
+ * than the test waits.
+ */
+static void test_cancel_kills_at_once_when_no_thread_can_time_the_grace(void **state)
+{
+	const struct errgroup_error *e;
+	errgroup *g;
+	pid_t pid;
+
+	(void)state;
+	ready_pipe_open();
+	assert_int_equal(pipe2(gate, O_CLOEXEC), 0);
+	g = errgroup_new();
+	assert_non_null(g);
+	assert_int_equal(errgroup_set_grace_ms(g, 4 * WAIT_LIMIT_MS), 0);
+	assert_int_equal(errgroup_go(g, ignore_sigterm_and_wait_at_gate, NULL), 0);
+	pid = await_word();
+	refuse_threads = EAGAIN;
+	errgroup_cancel(g);
+	refuse_threads = 0;
+	assert_true(ends_in_time(pid));
+	e = errgroup_wait(g);
+	assert_non_null(e);
+	assert_int_equal(e->cause, ERRGROUP_CANCELED);
+	assert_int_equal(e->code, SIGKILL);
+	errgroup_free(g);
+	close(gate[0]);
+	close(gate[1]);
+	ready_pipe_close();
+}
+
+/*
+ * pthread_create's other errors say "no thread" as well: EINVAL in a
+ * process that entered a new pid namespace with unshare, EPERM under some
+ * seccomp filters.  The header promises -EAGAIN for it; they came through
+ * as they were, and errgroup_go's -EINVAL read as "fn is NULL".
+ */
+static void test_no_thread_is_eagain_whatever_pthread_create_says(void **state)
+{
+	const int errors[] = { EAGAIN, EINVAL, EPERM };
+
+	(void)state;
+	for (size_t i = 0; i < sizeof errors / sizeof errors[0]; i++) {
+		errgroup *g = errgroup_new();
+
+		assert_non_null(g);
+		assert_int_equal(errgroup_set_cancel_on_error(g, true), 0);
+		refuse_threads = errors[i];
+		assert_int_equal(errgroup_go(g, succeed, NULL), -EAGAIN);
+		assert_int_equal(errgroup_fd(g), -EAGAIN);
+		refuse_threads = 0;
+		assert_int_equal(errgroup_go(g, succeed, NULL), 0);
+		assert_null(errgroup_wait(g));
+		errgroup_free(g);
+	}
+}
+
 /* ---- no pid-reuse accident ---- */
 
 #define REUSE_FORK_CAP 100000
@@ -754,6 +841,8 @@ int main(void)
 		census_test(test_go_returns_emfile_when_pidfd_open_fails_after_the_fork),
 		census_test(test_go_returns_enomem_when_the_exit_cannot_be_watched),
 		census_test(test_code_arrives_when_the_parent_has_no_memory_for_the_message),
+		census_test(test_cancel_kills_at_once_when_no_thread_can_time_the_grace),
+		census_test(test_no_thread_is_eagain_whatever_pthread_create_says),
 		census_test(test_canceling_a_task_reaped_by_the_kernel_spares_the_stranger_with_its_pid),
 		census_test(test_five_thousand_children_run_at_once),
 	};
