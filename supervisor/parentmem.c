@@ -23,7 +23,6 @@
  * errgroup_wait returns may be passed to a later task, which must see it.
  */
 #define _GNU_SOURCE
-#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -33,11 +32,10 @@
 
 #include "internal.h"
 
-static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
-static bool probed;   /* wipes is decided (the atfork child handler asks,
-                         where pthread_once would be a page of libc's to
-                         map: see child.c) */
-static bool wipes;
+/* 1 once the kernel was found to wipe such memory at a fork, -1 once it
+ * was found not to, 0 until then.  A plain word: the atfork child handler
+ * asks, where pthread_once would be a page of libc's to map (child.c). */
+static int wipe_state;
 
 static size_t rounded(size_t size)
 {
@@ -46,35 +44,59 @@ static size_t rounded(size_t size)
 	return (size + page - 1) / page * page;
 }
 
-/* Whether to wipe is decided once, by the kernel's answer to the first
- * advice: a group whose memory a child saw would take the child for its
- * owner, so the answer must hold for every allocation. */
-static void probe(void)
+/* 1 or -1, as wipe_state; 0 when the probe's own mapping failed, which
+ * says nothing of the kernel. */
+static int probe(void)
 {
 	const char *off = secure_getenv("ERRGROUP_DISABLE_WIPEONFORK");
 	size_t size = rounded(1);
 	void *p;
+	int r;
 
-	if (!off || !*off || strcmp(off, "0") == 0) {
-		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (p != MAP_FAILED) {
-			wipes = madvise(p, size, MADV_WIPEONFORK) == 0;
-			munmap(p, size);
-		}
+	if (off && *off && strcmp(off, "0") != 0)
+		return -1;
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return 0;
+	r = madvise(p, size, MADV_WIPEONFORK) == 0 ? 1 : -1;
+	munmap(p, size);
+	return r;
+}
+
+/*
+ * Whether to wipe is decided once, by the kernel's answer to the first
+ * advice: a group whose memory a child saw would take the child for its
+ * owner, so the answer must hold for every allocation.  A mapping that
+ * fails (RLIMIT_AS, say) decides nothing: taken for "no", it left the
+ * process in the slower mode for its life.  Threads that ask at once
+ * each probe, which is harmless: the answer is the kernel's.  0 while
+ * undecided.
+ */
+CHILD_CODE
+static int wipe_decided(void)
+{
+	int state = __atomic_load_n(&wipe_state, __ATOMIC_ACQUIRE);
+
+	if (!state) {
+		state = probe();
+		if (state)
+			__atomic_store_n(&wipe_state, state, __ATOMIC_RELEASE);
 	}
-	__atomic_store_n(&probed, true, __ATOMIC_RELEASE);
+	return state;
 }
 
 /* Zeroed memory of at least size bytes, or NULL. */
 void *parentmem_alloc(size_t size)
 {
+	int wipes = wipe_decided();
 	void *p;
 
-	pthread_once(&probe_once, probe);
+	if (!wipes)
+		return NULL;   /* no memory for the probe's page either */
 	p = mmap(NULL, rounded(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
-	if (wipes && madvise(p, rounded(size), MADV_WIPEONFORK) < 0) {
+	if (wipes > 0 && madvise(p, rounded(size), MADV_WIPEONFORK) < 0) {
 		munmap(p, rounded(size));
 		return NULL;
 	}
@@ -91,7 +113,5 @@ void parentmem_free(void *p, size_t size)
 CHILD_CODE
 bool parentmem_wipes(void)
 {
-	if (!__atomic_load_n(&probed, __ATOMIC_ACQUIRE))
-		pthread_once(&probe_once, probe);
-	return wipes;
+	return wipe_decided() > 0;
 }

@@ -3,7 +3,9 @@
  * another forks: the fork must see each of the group's fds either
  * registered (and close it in the child) or not yet made.  And the
  * process's first start, which probes for pidfds (at the end): in a
- * moment another thread forks, and when fds run out.
+ * moment another thread forks, and when fds run out.  And the first
+ * group's memory, whose first mapping asks whether the kernel wipes it at
+ * a fork, when mappings fail (mmap wrapped: see the Makefile).
  *
  * Until its first use the library has no registry and no atfork handlers;
  * the first use installs the handlers and makes the registry, and a fork
@@ -20,7 +22,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "internal.h"   /* pidfd_supported */
+#include "internal.h"   /* pidfd_supported, parentmem_wipes */
 
 #define ROUNDS 500
 
@@ -293,12 +295,79 @@ static void test_probe_that_runs_out_of_fds_fails_the_start_and_decides_nothing(
 	assert_int_equal(status_in_child(run_out_of_fds_at_the_probe), 0);
 }
 
+/* ---- the first group's memory ---- */
+
+static bool refuse_mappings;
+
+void *__real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t offset);
+void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t offset);
+
+void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t offset)
+{
+	if (refuse_mappings) {
+		errno = ENOMEM;
+		return MAP_FAILED;
+	}
+	return __real_mmap(addr, len, prot, flags, fd, offset);
+}
+
+/* Whether the kernel wipes MADV_WIPEONFORK memory at a fork, and the
+ * runner did not turn it off. */
+static bool wipes_expected(void)
+{
+	const char *off = getenv("ERRGROUP_DISABLE_WIPEONFORK");
+	size_t size = (size_t)sysconf(_SC_PAGESIZE);
+	void *p;
+	bool wipes;
+
+	if (off && *off && strcmp(off, "0") != 0)
+		return false;
+	p = __real_mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return false;
+	wipes = madvise(p, size, MADV_WIPEONFORK) == 0;
+	munmap(p, size);
+	return wipes;
+}
+
+/*
+ * In a process that has never used the library: 0 if a first group that
+ * got no memory decided nothing, else the step that went wrong.  The
+ * first mapping also asks the kernel whether it wipes such memory; when
+ * it failed, the answer was taken for "no" and kept, and the process ran
+ * in the slower mode, the one for old kernels, for its life.
+ */
+static int run_out_of_memory_at_the_first_group(void)
+{
+	errgroup *g;
+
+	refuse_mappings = true;
+	g = errgroup_new();
+	refuse_mappings = false;
+	if (g)
+		return 10;
+	g = errgroup_new();
+	if (!g)
+		return 11;
+	if (parentmem_wipes() != wipes_expected())
+		return 12;
+	errgroup_free(g);
+	return 0;
+}
+
+static void test_first_group_without_memory_decides_nothing(void **state)
+{
+	(void)state;
+	assert_int_equal(status_in_child(run_out_of_memory_at_the_first_group), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		census_test(test_fork_while_the_first_group_is_made_leaks_no_fd),
 		census_test(test_task_started_during_the_pidfd_probe_holds_no_pidfd),
 		census_test(test_probe_that_runs_out_of_fds_fails_the_start_and_decides_nothing),
+		census_test(test_first_group_without_memory_decides_nothing),
 	};
 
 	census_begin();
