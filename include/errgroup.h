@@ -21,12 +21,13 @@
  * errgroup_wait() is canceled once the call has returned
  * (errgroup_cancel() makes it return); one in errgroup_go() waiting for
  * room is canceled once there is room, before the call starts anything,
- * so that it does not return and no task starts.  In a process with a
- * single thread, a request that thread made of itself before it called
- * errgroup_go() or a sibling acts as the call begins.  A task runs with
- * the cancel state of the thread that started it; a request that reaches
- * that thread in the moment the task is forked may be copied into the
- * task too.  A group belongs to the process
+ * so that it does not return and no task starts.  A request already
+ * pending when a thread calls errgroup_go() or a sibling acts as the call
+ * begins, before it takes anything.  A task runs with the cancel state of
+ * the thread that started it; a request that reaches that thread while
+ * the call runs (after it began, before the fork) may be copied into the
+ * task too, and would end the task's first thread at its first
+ * cancellation point.  A group belongs to the process
  * that created it: in a forked child (a task included) every function on
  * an inherited group returns -ECHILD, or does nothing, and errgroup_free()
  * frees only the group itself (the rest may have been half-changed by

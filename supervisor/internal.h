@@ -87,19 +87,21 @@ static inline void cancellation_restore(int old)
  * host with threads, glibc writes that word in every cancellable system
  * call (the close after the fork among them), so disabling costs nothing
  * more there.  In a host with one thread glibc writes it in none, and no
- * other thread can cancel this one: only a request the thread made of
- * itself can be pending, and it acts here, before the call takes
- * anything.  Returns -1 when there is nothing to restore.  The child of
- * the fork copies the thread's state: the task gets the caller's back
- * (child_run), and a request still pending at the fork would reach it,
- * so start.c lets one that came during the wait for room act first.
+ * other thread can cancel this one.  Returns -1 when there is nothing to
+ * restore.  The child of the fork copies the thread's state: the task gets
+ * the caller's back (child_run), and a request still pending at the fork
+ * would reach it, end its first thread, and a process whose only thread
+ * is canceled exits 0: a failing task counted a success.  So a request
+ * already pending acts first, here, before the call takes anything (a
+ * read of the word, no write), and start.c lets one that came during the
+ * wait for room act too.  Not only in a host with threads:
+ * pthread_cancel of oneself clears __libc_single_threaded.
  */
 static inline int go_cancellation_off(void)
 {
-	if (__libc_single_threaded) {
-		pthread_testcancel();
+	pthread_testcancel();
+	if (__libc_single_threaded)
 		return -1;
-	}
 	return cancellation_off();
 }
 
