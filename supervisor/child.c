@@ -202,15 +202,11 @@ EXPORT int errgroup_errorf(int code, const char *fmt, ...)
 	if (!frame)
 		return code;
 	text = (char *)frame + FRAME_HEADER_SIZE;
+	text[0] = '\0';   /* if vsnprintf fails before it writes */
 	va_start(ap, fmt);
 	n = vsnprintf(text, ERRGROUP_MESSAGE_MAX + 1, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		n = 0;
-	len = strnlen(text, ERRGROUP_MESSAGE_MAX);
-	if (n > ERRGROUP_MESSAGE_MAX && len == ERRGROUP_MESSAGE_MAX)
-		len += (size_t)snprintf(text + len, FRAME_TRUNCATION_MARKER_MAX,
-					"[... message truncated: %d bytes]", n);
+	len = frame_message_length(text, n, errno);
 	frame_encode_header(frame, FRAME_MESSAGE, code, len);
 	send_all(channel, frame, FRAME_HEADER_SIZE + len);
 	free(frame);

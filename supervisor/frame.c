@@ -18,7 +18,9 @@
  * checked and the text is bounded, NUL-free and not NUL-terminated.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
@@ -39,6 +41,31 @@ size_t frame_encode_header(unsigned char *buf, enum frame_type type, int code, s
 	memcpy(buf + 8, &code32, 4);
 	memcpy(buf + 12, &length, 4);
 	return FRAME_HEADER_SIZE;
+}
+
+/*
+ * The length of a message that vsnprintf wrote into text, with room for
+ * ERRGROUP_MESSAGE_MAX bytes and then the marker, once it has said it
+ * printed printed bytes (or -1, errno err).  A text cut at the limit gets
+ * the marker with the whole length, or "more than INT_MAX" when vsnprintf
+ * could not count it (EOVERFLOW): it had been cut without a marker.
+ */
+size_t frame_message_length(char *text, int printed, int err)
+{
+	size_t len = strnlen(text, ERRGROUP_MESSAGE_MAX);
+	int n;
+
+	if (len < ERRGROUP_MESSAGE_MAX)
+		return len;
+	if (printed > ERRGROUP_MESSAGE_MAX)
+		n = snprintf(text + len, FRAME_TRUNCATION_MARKER_MAX,
+			     "[... message truncated: %d bytes]", printed);
+	else if (printed < 0 && err == EOVERFLOW)
+		n = snprintf(text + len, FRAME_TRUNCATION_MARKER_MAX,
+			     "[... message truncated: more than %d bytes]", INT_MAX);
+	else
+		return len;
+	return len + (size_t)n;
 }
 
 /*

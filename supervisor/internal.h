@@ -331,6 +331,7 @@ struct frame {
 #define FRAME_MAX (FRAME_HEADER_SIZE + ERRGROUP_MESSAGE_MAX + FRAME_TRUNCATION_MARKER_MAX)
 size_t frame_encode_header(unsigned char *buf, enum frame_type type, int code, size_t text_len);
 int frame_decode(const unsigned char *buf, size_t len, struct frame *ret);
+size_t frame_message_length(char *text, int printed, int err);
 
 /* channel.c: Linux 6.16's option, where the socket options take the
  * generic numbers; the C library's headers may not have it yet. */

@@ -73,12 +73,44 @@ static void test_bad_frames_are_refused(void **state)
 	assert_int_equal(frame_decode(buf, FRAME_MAX + 1, &f), -EBADMSG);
 }
 
+/* The marker a cut message ends with, also when vsnprintf could not
+ * count the whole (EOVERFLOW past INT_MAX bytes): it had none.  Real
+ * formatting of that much takes seconds, so the counts are given. */
+static void test_cut_message_ends_with_the_marker(void **state)
+{
+	static char text[ERRGROUP_MESSAGE_MAX + FRAME_TRUNCATION_MARKER_MAX];
+	const char *tail;
+	size_t len;
+
+	(void)state;
+	memset(text, 'x', ERRGROUP_MESSAGE_MAX);
+	text[ERRGROUP_MESSAGE_MAX] = '\0';
+	len = frame_message_length(text, 70000, 0);
+	tail = "[... message truncated: 70000 bytes]";
+	assert_int_equal(len, ERRGROUP_MESSAGE_MAX + strlen(tail));
+	assert_string_equal(text + ERRGROUP_MESSAGE_MAX, tail);
+
+	text[ERRGROUP_MESSAGE_MAX] = '\0';
+	len = frame_message_length(text, -1, EOVERFLOW);
+	tail = "[... message truncated: more than 2147483647 bytes]";
+	assert_int_equal(len, ERRGROUP_MESSAGE_MAX + strlen(tail));
+	assert_string_equal(text + ERRGROUP_MESSAGE_MAX, tail);
+
+	/* Exactly the limit is whole; a short text that failed otherwise
+	 * (EILSEQ) is what was written. */
+	text[ERRGROUP_MESSAGE_MAX] = '\0';
+	assert_int_equal(frame_message_length(text, ERRGROUP_MESSAGE_MAX, 0), ERRGROUP_MESSAGE_MAX);
+	strcpy(text, "abc");
+	assert_int_equal(frame_message_length(text, -1, EILSEQ), 3);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		census_test(test_message_frame_round_trips),
 		census_test(test_returned_frame_round_trips),
 		census_test(test_bad_frames_are_refused),
+		census_test(test_cut_message_ends_with_the_marker),
 	};
 
 	census_begin();
