@@ -47,7 +47,10 @@
  * two library fds: the group's channel (closed on exec) and the read end
  * of its lifeline pipe, which stays open across exec because it is what
  * kills the task's process group if the calling process dies (a task that
- * closes it is no longer killed that way); every other library fd is
+ * closes it is no longer killed that way).  A task that closes the
+ * channel (closefrom, say) can no longer report: its messages are lost,
+ * and a nonzero return reaches the parent as its exit status, cut to 8
+ * bits, with cause ERRGROUP_EXITED.  Every other library fd is
  * closed in every child.  When a task ends, however it ended, whatever is
  * left of its process group gets SIGKILL before the task is reaped: what
  * a task starts does not outlive it, unless it leaves the process group
@@ -373,7 +376,8 @@ void errgroup_free(errgroup *g);
  *     return errgroup_errorf(2, "cannot open %s", path);
  * The message is sent at once, so it survives a later crash; the last one
  * sent wins.  A message of up to ERRGROUP_MESSAGE_MAX bytes arrives intact;
- * a longer one is cut there and ends with "[... message truncated: N bytes]".
+ * a longer one is cut there and ends with "[... message truncated: N bytes]"
+ * (N is "more than 2147483647" past what vsnprintf can count).
  * Outside a task, a child that a task forks included, it only returns
  * code.
  */
