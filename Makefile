@@ -28,7 +28,8 @@ EXAMPLES   := $(patsubst examples/%.c,$(B)/examples/%,$(sort $(wildcard examples
 CLI_SRCS   := $(sort $(wildcard cli/*.c))
 CLI_OBJS   := $(CLI_SRCS:cli/%.c=$(B)/cli/%.o)
 
-STATIC = $(B)/liberrgroup.a
+STATIC   = $(B)/liberrgroup.a
+INTERNAL = $(B)/liberrgroup-internal.a
 SONAME = liberrgroup.so.$(VERSION_MAJOR)
 SHARED = $(B)/liberrgroup.so.$(VERSION)
 
@@ -54,7 +55,22 @@ $(B)/pic/%.o: supervisor/%.c supervisor/internal.h include/errgroup.h
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS_AUTO) -fPIC -fno-plt -fvisibility=hidden $(CFLAGS) -c -o $@ $<
 
-$(STATIC): $(LIB_OBJS)
+# The archive holds one object in which only the API is global: a program
+# linked statically may well define a channel_open or a now_ns of its own,
+# and met the library's (the shared library hides them with its map).
+OBJCOPY ?= objcopy
+$(B)/liberrgroup.o: $(LIB_OBJS)
+	@$(if $(Q),echo "  LD -r   $@")
+	$(Q)$(LD) -r -o $@ $^
+	$(Q)$(OBJCOPY) --localize-hidden $@
+
+$(STATIC): $(B)/liberrgroup.o
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && $(AR) rcs $@ $<
+
+# The tests reach internal pieces (the frame decoder, the probes): they
+# link the objects as they are.
+$(INTERNAL): $(LIB_OBJS)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
@@ -80,12 +96,12 @@ $(B)/errgroup: $(CLI_OBJS) $(STATIC)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJS) $(STATIC) -lm $(LDLIBS_AUTO)
 
-# Tests link the static library, so that they can reach internal pieces
-# (the frame decoder) as well as the API.
-$(B)/tests/%: tests/%.c tests/helpers.h $(STATIC) include/errgroup.h
+# Tests link the library's objects, so that they can reach internal
+# pieces (the frame decoder) as well as the API.
+$(B)/tests/%: tests/%.c tests/helpers.h $(INTERNAL) include/errgroup.h
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(CFLAGS_AUTO) -Isupervisor $(CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC) -lcmocka $(LDLIBS_AUTO)
+	$(Q)$(CC) $(CFLAGS_AUTO) -Isupervisor $(CFLAGS) $(LDFLAGS) -o $@ $< $(INTERNAL) -lcmocka $(LDLIBS_AUTO)
 
 # It counts faults in children: nothing may be bound lazily there.  Also
 # built against the shared library, which most programs link.
@@ -142,9 +158,12 @@ install: all
 	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
 	ln -sf liberrgroup.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/liberrgroup.so
-	# Written here, for the PREFIX of this install, not the build's.
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	# Written here, for the PREFIX of this install, not the build's; paths
+	# under the prefix are written from ${prefix}, so that a tree that is
+	# moved (pkg-config --define-prefix) still finds itself.
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|' \
+		-e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' \
+		-e 's|@VERSION@|$(VERSION)|' \
 		errgroup.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/errgroup.pc
 
 uninstall:
