@@ -5,8 +5,9 @@
  * run.c runs them as one group through the public API (errgroup.h),
  * output.c carries each job's output to ours, report.c says how it went
  * (the exit status, the failure report), joblog.c writes the job log and
- * the JSON records, progress.c draws --bar.  Everything runs on the main
- * thread; the library's own supervisor thread never touches these structs.
+ * the JSON records, progress.c draws --bar; init.c stands in for an init
+ * when errgroup is PID 1.  Everything runs on the main thread; the
+ * library's own supervisor thread never touches these structs.
  */
 #ifndef CLI_H
 #define CLI_H
@@ -110,6 +111,10 @@ struct outcome {
 	errgroup *group;            /* the jobs' group, every job reaped; kept
 	                               for the errors it owns */
 };
+
+/* init.c: returns in the process that runs the command, which is this one
+ * unless it is PID 1; PID 1 forks it, reaps and passes on signals. */
+void init_if_pid_1(void);
 
 /* main.c */
 void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

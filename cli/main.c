@@ -481,6 +481,9 @@ int main(int argc, char **argv)
 	struct options opts;
 	int status, res;
 
+	/* As PID 1, errgroup splits into an init and the command before the
+	 * command has made any state. */
+	init_if_pid_1();
 	/* An ignored SIGCHLD survives exec: the kernel would then reap the
 	 * jobs itself, and where it keeps no status for pidfds (before
 	 * Linux 6.15) every job's would be lost. */

@@ -1,4 +1,9 @@
-#!/bin/bash
+	[ -z "$left" ] || {
+		fail "left in the namespace: $(echo $left)"
+		kill -KILL "$pid_1"
+	}
+	[ -z "$(find /proc -maxdepth 3 -path '/proc/[0-9]*/ns/pid' -lname "$namespace" 2>/dev/null)" ] ||
+		fail "processes of the namespace are left: $(find /proc -maxdepth 3 -path '/proc/[0-9]*/ns/pid' -lname "$namespace" 2>/dev/null)"#!/bin/bash
 # run.sh ERRGROUP - the errgroup command against real commands.
 #
 # Each test_* function pins down one behaviour of the binary given as the
@@ -1260,6 +1265,92 @@ test_bar_is_silent_off_a_terminal() {
 	eg --bar echo ::: a
 	expect_rc 0
 	[ ! -s "$D/err" ] || fail "--bar wrote to a stderr that is not a terminal"
+}
+
+# pid_namespaces: unshare can make a pid namespace here (root, or user
+# namespaces); the tests of errgroup as PID 1 are skipped where it cannot.
+pid_namespaces() {
+	unshare -fp --mount-proc true 2>/dev/null
+}
+
+# as_pid_1 ARGS...: as eg, with errgroup as PID 1 of a new pid namespace,
+# as a container's entrypoint without an init is.
+as_pid_1() {
+	timeout -k 5 30 unshare -fp --mount-proc "$EG" "$@" >"$D/out" 2>"$D/err"
+	rc=$?
+}
+
+# As PID 1, errgroup is the parent of every orphan in the namespace: what
+# the leftover kill leaves of a job, a daemon a job starts.  Nothing
+# reaped them, and their zombies piled up until a pids cgroup refused the
+# jobs' forks.  Job 1 leaves a sleep that the leftover kill ends; job 2,
+# after it (-j 1), waits up to 10 s for that sleep to be reaped (perl:
+# a shell loop forks, and under load took longer than the 30 s timeout).
+test_orphans_of_errgroup_as_pid_1_are_reaped() {
+	pid_namespaces || return 0
+	cat >"$D/jobs" <<EOF
+sleep 1000 & echo \$! > $D/orphan
+perl -e '\$end = time + 10; while (-e "/proc/\$ARGV[0]") { exit 9 if time > \$end; select(undef, undef, undef, 0.01) }' \$(cat $D/orphan)
+EOF
+	as_pid_1 -j 1 -a "$D/jobs"
+	[ "$rc" -ne 9 ] || fail "the orphan was never reaped"
+	expect_rc 0
+}
+
+# As PID 1, errgroup exits with the status it has anywhere, and with
+# 128+N if it is killed by signal N, as a shell reports it: PID 1 cannot
+# die of a signal of its own.  (A SIGKILL from inside the namespace did
+# nothing to errgroup as PID 1, which the kernel shields.)
+test_status_of_errgroup_as_pid_1_is_as_anywhere() {
+	pid_namespaces || return 0
+	as_pid_1 sh -c 'exit 3' ::: a
+	expect_rc 3
+	as_pid_1 sh -c 'kill -SEGV $$' ::: a
+	expect_rc 139
+	expect_err "was killed by SIGSEGV"
+	as_pid_1 --bogus true
+	expect_rc 125
+	as_pid_1 sh -c 'kill -KILL $PPID' ::: a
+	expect_rc 137
+}
+
+# in_namespace NS: the pids of the processes in the pid namespace NS (as
+# /proc/PID/ns/pid names it).
+in_namespace() {
+	local p
+	for p in /proc/[0-9]*; do
+		[ "$(readlink "$p/ns/pid" 2>/dev/null)" = "$1" ] && echo "${p#/proc/}"
+	done
+}
+
+# docker stop sends SIGTERM to PID 1 from outside the namespace: the jobs
+# are stopped as always (their TERM traps run), and the status is 143.
+# unshare -f forks PID 1, whose pid here is its child's.
+test_sigterm_to_errgroup_as_pid_1_stops_the_jobs() {
+	local pid watchdog pid_1 namespace left
+	pid_namespaces || return 0
+	cat >"$D/jobs" <<EOF
+trap 'echo > $D/term.1; exit 0' TERM; sleep 1000 & echo > $D/up.1; wait
+trap 'echo > $D/term.2; exit 0' TERM; sleep 1000 & echo > $D/up.2; wait
+EOF
+	unshare -fp --mount-proc "$EG" -j 2 -a "$D/jobs" >"$D/out" 2>"$D/err" &
+	pid=$!
+	watch "$pid"
+	"$AWAIT" "$D/up.1" "$D/up.2" || fail "the jobs did not start"
+	read -r pid_1 <"/proc/$pid/task/$pid/children"
+	namespace=$(readlink "/proc/$pid_1/ns/pid") || fail "no PID 1 under unshare"
+	kill -TERM "$pid_1"
+	wait "$pid"
+	rc=$?
+	wait "$watchdog"
+	expect_rc 143
+	expect_err "stopped by SIGTERM"
+	[ -e "$D/term.1" ] && [ -e "$D/term.2" ] || fail "a job got no SIGTERM"
+	left=$(in_namespace "$namespace")
+	if [ -n "$left" ]; then
+		fail "left in the namespace:" $left
+		kill -KILL "$pid_1"
+	fi
 }
 
 start=$EPOCHREALTIME
