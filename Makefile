@@ -125,8 +125,9 @@ $(B)/tests/test_exit_status: LDFLAGS += -Wl,--wrap=ioctl
 $(B)/tests/test_pressure: LDFLAGS += -Wl,--wrap=malloc -Wl,--wrap=pthread_create
 
 # It holds the library's pidfd probe at its signal while another thread
-# forks, and fails its first mappings.
-$(B)/tests/test_first_use: LDFLAGS += -Wl,--wrap=pidfd_send_signal -Wl,--wrap=mmap
+# forks, and fails or holds its first mappings and advice.
+$(B)/tests/test_first_use: LDFLAGS += -Wl,--wrap=pidfd_send_signal -Wl,--wrap=mmap \
+	-Wl,--wrap=madvise
 
 # The main job: checksum this tree's sources, each file in its own child,
 # then again with a file missing, to show the fail-fast stop.

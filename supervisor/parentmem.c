@@ -23,6 +23,7 @@
  * errgroup_wait returns may be passed to a later task, which must see it.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -44,8 +45,9 @@ static size_t rounded(size_t size)
 	return (size + page - 1) / page * page;
 }
 
-/* 1 or -1, as wipe_state; 0 when the probe's own mapping failed, which
- * says nothing of the kernel. */
+/* 1 or -1, as wipe_state; 0 when the probe's own mapping, or the advice,
+ * ran out of memory, which says nothing of the kernel.  (The advice can:
+ * a page merged with its neighbour must be split off again.) */
 static int probe(void)
 {
 	const char *off = secure_getenv("ERRGROUP_DISABLE_WIPEONFORK");
@@ -58,7 +60,10 @@ static int probe(void)
 	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return 0;
-	r = madvise(p, size, MADV_WIPEONFORK) == 0 ? 1 : -1;
+	if (madvise(p, size, MADV_WIPEONFORK) == 0)
+		r = 1;
+	else
+		r = errno == ENOMEM || errno == EAGAIN ? 0 : -1;
 	munmap(p, size);
 	return r;
 }
@@ -66,22 +71,22 @@ static int probe(void)
 /*
  * Whether to wipe is decided once, by the kernel's answer to the first
  * advice: a group whose memory a child saw would take the child for its
- * owner, so the answer must hold for every allocation.  A mapping that
- * fails (RLIMIT_AS, say) decides nothing: taken for "no", it left the
- * process in the slower mode for its life.  Threads that ask at once
- * each probe, which is harmless: the answer is the kernel's.  0 while
- * undecided.
+ * owner, so the answer must hold for every allocation.  A shortage of
+ * memory (RLIMIT_AS, say) decides nothing: taken for "no", it left the
+ * process in the slower mode for its life.  Threads that ask at once each
+ * probe, and the first answer stored is everyone's, so that no allocation
+ * is made under one answer and judged under another.  0 while undecided.
  */
-CHILD_CODE
 static int wipe_decided(void)
 {
-	int state = __atomic_load_n(&wipe_state, __ATOMIC_ACQUIRE);
+	int state = __atomic_load_n(&wipe_state, __ATOMIC_ACQUIRE), expected = 0;
 
-	if (!state) {
-		state = probe();
-		if (state)
-			__atomic_store_n(&wipe_state, state, __ATOMIC_RELEASE);
-	}
+	if (state)
+		return state;
+	state = probe();
+	if (state && !__atomic_compare_exchange_n(&wipe_state, &expected, state, false,
+						  __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		state = expected;
 	return state;
 }
 
@@ -109,9 +114,12 @@ void parentmem_free(void *p, size_t size)
 		munmap(p, rounded(size));
 }
 
-/* Whether a forked child sees this memory as zeroes. */
+/* Whether a forked child sees this memory as zeroes.  Undecided, no such
+ * memory exists yet (every allocation decides first), and a fork's child
+ * asks (fdreg.c) without probing: "no", as nothing of the library's can
+ * be judged by it. */
 CHILD_CODE
 bool parentmem_wipes(void)
 {
-	return wipe_decided() > 0;
+	return __atomic_load_n(&wipe_state, __ATOMIC_ACQUIRE) > 0;
 }

@@ -75,18 +75,22 @@ static int probe(void)
  * pids, or a negative errno when it cannot tell yet: a start then fails
  * with it, as it would have at its own pidfd_open.  Asked once, at the
  * first start; a shortage of fds or memory then must not settle it for
- * the process's life.  Threads that ask at once each probe, which is
- * harmless: the answer is the kernel's.
+ * the process's life.  Threads that ask at once each probe, and the
+ * first answer stored is everyone's.
  */
 int pidfd_supported(void)
 {
-	int state = __atomic_load_n(&pidfd_state, __ATOMIC_ACQUIRE), r;
+	int state = __atomic_load_n(&pidfd_state, __ATOMIC_ACQUIRE), r, expected = 0;
 
 	if (state)
 		return state > 0;
 	r = probe();
-	if (r >= 0)
-		__atomic_store_n(&pidfd_state, r ? 1 : -1, __ATOMIC_RELEASE);
+	if (r < 0)
+		return r;
+	/* The first answer stored is everyone's. */
+	if (!__atomic_compare_exchange_n(&pidfd_state, &expected, r ? 1 : -1, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		return expected > 0;
 	return r;
 }
 

@@ -361,6 +361,95 @@ static void test_first_group_without_memory_decides_nothing(void **state)
 	assert_int_equal(status_in_child(run_out_of_memory_at_the_first_group), 0);
 }
 
+/*
+ * Two threads make the process's first groups at once.  Each asks the
+ * kernel whether it wipes, and here they hear different answers: A's
+ * advice is held until B has its group, and B's is refused (as a sandbox
+ * would).  The first answer stored must be everyone's.  The last one was:
+ * A's "yes" came after B had made its group in ordinary memory, and a
+ * child then took that group for its own (its zeroes were expected) and
+ * used it, instead of refusing it with -ECHILD.
+ */
+static int madvise_calls, a_in_probe[2], b_done[2];
+static bool hold_advice;
+
+int __real_madvise(void *addr, size_t len, int advice);
+int __wrap_madvise(void *addr, size_t len, int advice);
+
+int __wrap_madvise(void *addr, size_t len, int advice)
+{
+	int call;
+
+	if (!hold_advice || advice != MADV_WIPEONFORK)
+		return __real_madvise(addr, len, advice);
+	call = __atomic_add_fetch(&madvise_calls, 1, __ATOMIC_SEQ_CST);
+	if (call == 1) {          /* A's probe */
+		send_byte(a_in_probe[1], 'a');
+		if (read_byte(b_done[0]) < 0)
+			_exit(6);
+	} else if (call == 2) {   /* B's probe */
+		errno = EINVAL;
+		return -1;
+	}
+	return __real_madvise(addr, len, advice);
+}
+
+static void *make_group_a(void *arg)
+{
+	*(errgroup **)arg = errgroup_new();
+	return NULL;
+}
+
+static int go_in_a_child(errgroup *g)
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		alarm(WAIT_LIMIT_MS / 1000);
+		_exit(errgroup_go(g, succeed, NULL) == -ECHILD ? 0 : 1);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid)
+		return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int probe_two_answers_at_once(void)
+{
+	const char *off = getenv("ERRGROUP_DISABLE_WIPEONFORK");
+	errgroup *a = NULL, *b;
+	pthread_t thread;
+
+	if (off && *off && strcmp(off, "0") != 0)
+		return SKIP_STATUS;   /* no advice is asked */
+	if (pipe2(a_in_probe, O_CLOEXEC) < 0 || pipe2(b_done, O_CLOEXEC) < 0)
+		return 3;
+	hold_advice = true;
+	if (pthread_create(&thread, NULL, make_group_a, &a) != 0)
+		return 3;
+	if (read_byte(a_in_probe[0]) < 0)
+		return 4;
+	b = errgroup_new();
+	send_byte(b_done[1], 'b');
+	pthread_join(thread, NULL);
+	hold_advice = false;
+	if (!a || !b)
+		return 10;
+	if (parentmem_wipes())
+		return 11;   /* B's answer came first */
+	if (go_in_a_child(a) != 0 || go_in_a_child(b) != 0)
+		return 12;
+	errgroup_free(a);
+	errgroup_free(b);
+	return 0;
+}
+
+static void test_first_answer_about_wiping_is_everyones(void **state)
+{
+	(void)state;
+	assert_int_equal(status_in_child(probe_two_answers_at_once), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -368,6 +457,7 @@ int main(void)
 		census_test(test_task_started_during_the_pidfd_probe_holds_no_pidfd),
 		census_test(test_probe_that_runs_out_of_fds_fails_the_start_and_decides_nothing),
 		census_test(test_first_group_without_memory_decides_nothing),
+		census_test(test_first_answer_about_wiping_is_everyones),
 	};
 
 	census_begin();
