@@ -50,18 +50,21 @@ deps:
 # -fno-plt: a child's first call to a libc function the parent never made
 # would otherwise go through the lazy binder and write the GOT (a page
 # fault and a symbol lookup per child, ~20 µs: docs/benchmarks.md).
+# -fno-lto, after CFLAGS: the archive's ld -r and objcopy need machine
+# code, not the compiler's intermediate code.
 $(B)/pic/%.o: supervisor/%.c supervisor/internal.h include/errgroup.h
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(CFLAGS_AUTO) -fPIC -fno-plt -fvisibility=hidden $(CFLAGS) -c -o $@ $<
+	$(Q)$(CC) $(CFLAGS_AUTO) -fPIC -fno-plt -fvisibility=hidden $(CFLAGS) -fno-lto -c -o $@ $<
 
 # The archive holds one object in which only the API is global: a program
 # linked statically may well define a channel_open or a now_ns of its own,
 # and met the library's (the shared library hides them with its map).
-OBJCOPY ?= objcopy
+# The compiler's own linker and objcopy, which a cross compiler names.
+OBJCOPY ?= $(shell $(CC) -print-prog-name=objcopy)
 $(B)/liberrgroup.o: $(LIB_OBJS)
 	@$(if $(Q),echo "  LD -r   $@")
-	$(Q)$(LD) -r -o $@ $^
+	$(Q)$(CC) -nostdlib -r -o $@ $^
 	$(Q)$(OBJCOPY) --localize-hidden $@
 
 $(STATIC): $(B)/liberrgroup.o
