@@ -202,8 +202,9 @@ int errgroup_set_deadline(errgroup *g, const struct timespec *abs_monotonic);
  *   -EAGAIN, -ENOMEM, -EMFILE, -ENFILE  fork, socketpair or pidfd_open
  *               failed, or (-EAGAIN) the supervisor thread that
  *               cancel-on-error, a timeout or a deadline needs could not
- *               be started; nothing was started and the group is
- *               unchanged;
+ *               be started, which may last (a seccomp filter, a process
+ *               that entered a new pid namespace); nothing was started
+ *               and the group is unchanged;
  *   -ECHILD     the group was inherited from the parent process;
  *   -EINVAL     fn is NULL.
  * The caller's buffered stdio output is flushed before the fork, so that it
@@ -377,7 +378,8 @@ void errgroup_free(errgroup *g);
  * The message is sent at once, so it survives a later crash; the last one
  * sent wins.  A message of up to ERRGROUP_MESSAGE_MAX bytes arrives intact;
  * a longer one is cut there and ends with "[... message truncated: N bytes]"
- * (N is "more than 2147483647" past what vsnprintf can count).
+ * (N is "more than 2147483647" past what vsnprintf can count, "more than
+ * 65536" when a conversion failed past the limit).
  * Outside a task, a child that a task forks included, it only returns
  * code.
  */

@@ -47,8 +47,10 @@ size_t frame_encode_header(unsigned char *buf, enum frame_type type, int code, s
  * The length of a message that vsnprintf wrote into text, with room for
  * ERRGROUP_MESSAGE_MAX bytes and then the marker, once it has said it
  * printed printed bytes (or -1, errno err).  A text cut at the limit gets
- * the marker with the whole length, or "more than INT_MAX" when vsnprintf
- * could not count it (EOVERFLOW): it had been cut without a marker.
+ * the marker with the whole length.  When vsnprintf failed after it had
+ * filled the text, the whole was longer than it: past INT_MAX, which
+ * vsnprintf cannot count (EOVERFLOW), or longer than the limit, if a
+ * later conversion failed (EILSEQ, say).  Such texts had no marker.
  */
 size_t frame_message_length(char *text, int printed, int err)
 {
@@ -60,9 +62,10 @@ size_t frame_message_length(char *text, int printed, int err)
 	if (printed > ERRGROUP_MESSAGE_MAX)
 		n = snprintf(text + len, FRAME_TRUNCATION_MARKER_MAX,
 			     "[... message truncated: %d bytes]", printed);
-	else if (printed < 0 && err == EOVERFLOW)
+	else if (printed < 0)
 		n = snprintf(text + len, FRAME_TRUNCATION_MARKER_MAX,
-			     "[... message truncated: more than %d bytes]", INT_MAX);
+			     "[... message truncated: more than %d bytes]",
+			     err == EOVERFLOW ? INT_MAX : ERRGROUP_MESSAGE_MAX);
 	else
 		return len;
 	return len + (size_t)n;

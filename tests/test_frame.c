@@ -74,7 +74,8 @@ static void test_bad_frames_are_refused(void **state)
 }
 
 /* The marker a cut message ends with, also when vsnprintf could not
- * count the whole (EOVERFLOW past INT_MAX bytes): it had none.  Real
+ * count the whole (EOVERFLOW past INT_MAX bytes, or a conversion that
+ * failed past the limit): it had none.  Real
  * formatting of that much takes seconds, so the counts are given. */
 static void test_cut_message_ends_with_the_marker(void **state)
 {
@@ -93,6 +94,12 @@ static void test_cut_message_ends_with_the_marker(void **state)
 	text[ERRGROUP_MESSAGE_MAX] = '\0';
 	len = frame_message_length(text, -1, EOVERFLOW);
 	tail = "[... message truncated: more than 2147483647 bytes]";
+	assert_int_equal(len, ERRGROUP_MESSAGE_MAX + strlen(tail));
+	assert_string_equal(text + ERRGROUP_MESSAGE_MAX, tail);
+
+	text[ERRGROUP_MESSAGE_MAX] = '\0';
+	len = frame_message_length(text, -1, EILSEQ);
+	tail = "[... message truncated: more than 65536 bytes]";
 	assert_int_equal(len, ERRGROUP_MESSAGE_MAX + strlen(tail));
 	assert_string_equal(text + ERRGROUP_MESSAGE_MAX, tail);
 
