@@ -17,8 +17,9 @@
  * errgroup_new() returns NULL and sets errno.  Every function may be called
  * from several threads at once, except errgroup_free(), which must be the
  * last call on a group.  The calls on a group are not cancellation
- * points: a thread that pthread_cancel() targets while it is in
- * errgroup_wait() is canceled once the call has returned
+ * points, except where the go() family begins and where it has waited
+ * for room, with nothing held: a thread that pthread_cancel() targets
+ * while it is in errgroup_wait() is canceled once the call has returned
  * (errgroup_cancel() makes it return); one in errgroup_go() waiting for
  * room is canceled once there is room, before the call starts anything,
  * so that it does not return and no task starts.  A request already
