@@ -20,13 +20,15 @@
  *
  * The command stays in PID 1's process group, so what the terminal sends
  * that group (Ctrl-C, Ctrl-\, Ctrl-Z, SIGWINCH) reaches it directly: PID 1
- * passes on only the signals a process sent (SI_USER, SI_QUEUE, SI_TKILL),
- * not the kernel's (SI_KERNEL), or the command would take a Ctrl-C for a
- * second one and kill the jobs at once.  PID 1 itself never stops: an
- * init that stopped would reap nothing, and the kernel drops a stop
- * signal for an init anyway.  A SIGTSTP, SIGTTIN or SIGTTOU sent to it is
- * passed on, so the command suspends its jobs and itself, and a SIGCONT
- * sent to it resumes them.
+ * passes on the signals a process sent (SI_USER, SI_QUEUE, SI_TKILL), not
+ * the kernel's (SI_KERNEL), or the command would take a Ctrl-C for a
+ * second one and kill the jobs at once; the one exception is the hangup
+ * (passed_on).  PID 1 does not stop itself: an init that stopped would
+ * reap nothing.  A SIGTSTP, SIGTTIN or SIGTTOU sent to it is passed on,
+ * so the command suspends its jobs and itself, and a SIGCONT sent to it
+ * resumes them.  (A SIGSTOP from outside the namespace does stop PID 1,
+ * and the command runs on.)  PID 1 leaves with _exit: what the command's
+ * process set up at exit is the command's.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -61,10 +63,20 @@ static int reap_children(pid_t command)
 	return command_status;
 }
 
-static bool sent_by_a_process(const siginfo_t *info)
+/*
+ * What PID 1 passes on: what a process sent it, and, when PID 1 leads the
+ * session (docker run -t, setsid -c), the terminal's hangup: the kernel
+ * sends that SIGHUP and SIGCONT to the session leader alone, and the
+ * command, which leads none, would never hear of it.  Not the terminal's
+ * other signals, which go to the whole foreground process group, the
+ * command included.
+ */
+static bool passed_on(const siginfo_t *info, bool leads_session)
 {
-	return info->si_code == SI_USER || info->si_code == SI_QUEUE ||
-	       info->si_code == SI_TKILL;
+	if (info->si_code == SI_USER || info->si_code == SI_QUEUE || info->si_code == SI_TKILL)
+		return true;
+	return leads_session && info->si_code == SI_KERNEL &&
+	       (info->si_signo == SIGHUP || info->si_signo == SIGCONT);
 }
 
 /*
@@ -74,6 +86,7 @@ static bool sent_by_a_process(const siginfo_t *info)
  */
 static _Noreturn void be_init(pid_t command, const sigset_t *taken)
 {
+	bool leads_session = getsid(0) == getpid();
 	siginfo_t info;
 	int status;
 
@@ -83,8 +96,8 @@ static _Noreturn void be_init(pid_t command, const sigset_t *taken)
 		if (info.si_signo == SIGCHLD) {
 			status = reap_children(command);
 			if (status >= 0)
-				exit(status);
-		} else if (sent_by_a_process(&info)) {
+				_exit(status);
+		} else if (passed_on(&info, leads_session)) {
 			kill(command, info.si_signo);
 		}
 	}
@@ -108,7 +121,7 @@ void init_if_pid_1(void)
 	pid = fork();
 	if (pid < 0) {
 		warn("cannot fork the command from PID 1: %s", strerror(errno));
-		exit(EXIT_USAGE);
+		_exit(EXIT_USAGE);
 	}
 	if (pid > 0)
 		be_init(pid, &all);

@@ -1348,6 +1348,42 @@ EOF
 	fi
 }
 
+# The command runs with the signal mask errgroup was started with, not
+# with PID 1's, which blocks every signal: a SIGUSR1 passed on from PID 1
+# ends errgroup (138), as it does anywhere.  A job sends it, through
+# PID 1; with the mask left blocked, errgroup ran on until the timeout.
+test_command_under_pid_1_has_the_starting_signal_mask() {
+	pid_namespaces || return 0
+	as_pid_1 sh -c 'kill -USR1 1; exec sleep 1000' ::: a
+	expect_rc 138
+}
+
+# Under a terminal that PID 1 holds as its session's (docker run -t), a
+# hangup sends SIGHUP to the session leader alone, PID 1, which passes it
+# on: errgroup stops the jobs (their traps run).  PID 1 had taken it for
+# one of the terminal's signals to the whole process group, which reach
+# the command anyway, and errgroup ran on for ever.  The pty is
+# script's; killing script hangs it up.
+test_hangup_reaches_errgroup_as_pid_1_leading_the_session() {
+	local pid
+	pid_namespaces || return 0
+	command -v script >/dev/null || return 0   # util-linux, for a pty
+	cat >"$D/jobs" <<JOBS
+trap 'echo > $D/hup.1; exit 0' HUP TERM; sleep 1000 & echo > $D/up.1; wait
+trap 'echo > $D/hup.2; exit 0' HUP TERM; sleep 1000 & echo > $D/up.2; wait
+JOBS
+	script -qec "unshare -fp --mount-proc setsid -c $EG -j 2 -a $D/jobs" /dev/null \
+		>"$D/tty" 2>&1 </dev/null &
+	pid=$!
+	"$AWAIT" "$D/up.1" "$D/up.2" || fail "the jobs did not start"
+	kill -KILL "$pid"
+	wait "$pid"
+	"$AWAIT" "$D/hup.1" "$D/hup.2" || {
+		fail "the hangup did not reach the jobs"
+		pkill -KILL -f -- "-a $D/jobs"
+	}
+}
+
 start=$EPOCHREALTIME
 tests=$(declare -F | awk '$3 ~ /^test_/ { print $3 }')
 total=0
