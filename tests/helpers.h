@@ -152,6 +152,23 @@ static inline rlim_t limit_leaving_free_fds(int free_slots)
 	}
 }
 
+/* Whether the library follows children through pidfds in this run, as
+ * pidfd.c decides it: not when the runner forces the fallback, nor where
+ * the kernel (or valgrind, with ENOSYS) refuses them. */
+static inline bool pidfds_in_use(void)
+{
+	const char *off = getenv("ERRGROUP_DISABLE_PIDFD");
+	int fd;
+
+	if (off && *off && strcmp(off, "0") != 0)
+		return false;
+	fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
 /* A pipe on which tasks send the test words (a pid, a result). */
 static int ready_pipe[2];
 

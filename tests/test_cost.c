@@ -159,22 +159,6 @@ static bool kernel_wipes(void)
 	return wipes;
 }
 
-/* Whether the library follows tasks through pidfds, as pidfd.c decides
- * it. */
-static bool pidfds_used(void)
-{
-	const char *off = getenv("ERRGROUP_DISABLE_PIDFD");
-	int fd;
-
-	if (off && *off && strcmp(off, "0") != 0)
-		return false;
-	fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-	if (fd < 0)
-		return false;
-	close(fd);
-	return true;
-}
-
 /* A second thread, idle until the counts are taken. */
 static void *idle(void *arg)
 {
@@ -189,7 +173,7 @@ static int measure(void **state)
 	int hold[2];
 
 	(void)state;
-	if (under_valgrind() || under_sanitizer() || !kernel_wipes() || !pidfds_used())
+	if (under_valgrind() || under_sanitizer() || !kernel_wipes() || !pidfds_in_use())
 		return 0;
 	counted = true;
 	bare = fewest(bare_faults);

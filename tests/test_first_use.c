@@ -221,22 +221,6 @@ static int succeed(void *arg)
 	return 0;
 }
 
-/* Whether this process's starts should follow their children through
- * pidfds: the kernel gives them, and the runner did not turn them off. */
-static bool pidfds_expected(void)
-{
-	const char *off = getenv("ERRGROUP_DISABLE_PIDFD");
-	int fd;
-
-	if (off && *off && strcmp(off, "0") != 0)
-		return false;
-	fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-	if (fd < 0)
-		return false;
-	close(fd);
-	return true;
-}
-
 static const char *const true_argv[] = { "/bin/true", NULL };
 static const struct errgroup_cmd true_command = { .argv = true_argv };
 
@@ -271,7 +255,7 @@ static int start_with_free_fds(errgroup *g, bool cmd, int free_slots)
 static int run_out_of_fds_at_the_probe(void)
 {
 	errgroup *g = errgroup_new();
-	bool pidfds = pidfds_expected();
+	bool pidfds = pidfds_in_use();
 
 	if (!g)
 		return 3;

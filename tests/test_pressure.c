@@ -29,22 +29,6 @@
 #include <sys/syscall.h>
 #include <time.h>
 
-/* Whether the library follows children through pidfds in this run: not
- * when the runner forces the fallback, nor under valgrind (ENOSYS). */
-static bool pidfds_in_use(void)
-{
-	const char *off = getenv("ERRGROUP_DISABLE_PIDFD");
-	int fd;
-
-	if ((off && *off && strcmp(off, "0") != 0) || under_valgrind())
-		return false;
-	fd = pidfd_open(getpid(), 0);
-	if (fd < 0)
-		return false;
-	close(fd);
-	return true;
-}
-
 static uint64_t monotonic_ms(void)
 {
 	struct timespec ts;
